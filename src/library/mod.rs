@@ -1,0 +1,8 @@
+//! The user's photos: finding them in dropped files and folders, and decoding them.
+//! Everything here only reads the user's files.
+
+pub mod decode;
+pub mod scan;
+
+pub use decode::{DecodedPhoto, PhotoError, decode_photo};
+pub use scan::{ScanResult, scan_paths};

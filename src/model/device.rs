@@ -1,0 +1,104 @@
+//! Choosing where the model runs, once: CUDA with bf16 when the binary was built with the
+//! `cuda` feature and a GPU answers, otherwise the CPU in f32.
+
+use candle_core::{DType, Device};
+
+/// The device and number format the model runs in, with a name for the user.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub dtype: DType,
+    /// "CPU" or the GPU's name.
+    pub name: String,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePreference {
+    /// The GPU when there is one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+}
+
+impl ComputeDevice {
+    /// The CPU in f32 (the only format the CPU runs at a useful speed and precision).
+    pub fn cpu() -> Self {
+        ComputeDevice {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            name: "CPU".into(),
+        }
+    }
+
+    /// Picks the device. The second value explains a fall-back to the CPU, if any.
+    pub fn select(preference: DevicePreference) -> (Self, Option<String>) {
+        if preference == DevicePreference::Cpu {
+            return (Self::cpu(), None);
+        }
+        Self::select_gpu()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn select_gpu() -> (Self, Option<String>) {
+        match Device::new_cuda(0) {
+            Ok(device) => {
+                let name = gpu_name().unwrap_or_else(|| "CUDA GPU 0".into());
+                (
+                    ComputeDevice {
+                        device,
+                        dtype: DType::BF16,
+                        name,
+                    },
+                    None,
+                )
+            }
+            Err(e) => (
+                Self::cpu(),
+                Some(format!(
+                    "no usable CUDA GPU ({e}); running on the CPU, which is slow"
+                )),
+            ),
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn select_gpu() -> (Self, Option<String>) {
+        (
+            Self::cpu(),
+            Some("this build has no GPU support; running on the CPU, which is slow".into()),
+        )
+    }
+
+    /// True when the model runs on a GPU.
+    pub fn is_gpu(&self) -> bool {
+        !self.device.is_cpu()
+    }
+
+    /// "bf16" / "f32" for display.
+    pub fn dtype_name(&self) -> &'static str {
+        match self.dtype {
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+            DType::F32 => "f32",
+            _ => "other",
+        }
+    }
+}
+
+/// The GPU's marketing name, from the driver.
+#[cfg(feature = "cuda")]
+fn gpu_name() -> Option<String> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    result::init().ok()?;
+    let device = result::device::get(0).ok()?;
+    let mut buf = [0 as std::ffi::c_char; 256];
+    // SAFETY: the buffer is large enough and the driver writes a NUL-terminated string.
+    let rc = unsafe { sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as i32, device) };
+    if rc != sys::CUresult::CUDA_SUCCESS {
+        return None;
+    }
+    // SAFETY: the driver wrote a NUL-terminated string into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}

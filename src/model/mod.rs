@@ -1,0 +1,60 @@
+//! Lychee-rerank-mm: a Qwen2.5-VL model fine-tuned to answer "yes" or "no" to "does this
+//! document meet the query?". The score of a photo is P(yes) = sigmoid(z_yes - z_no) at the
+//! last position of the prompt. See ../shared/reference/MODEL_SPEC.md for the numeric
+//! contract; transformers is the reference implementation.
+//!
+//! Data flows one way: [`preprocess`] turns a decoded photo into patch rows, [`vision`]
+//! turns patch rows into visual tokens, [`prompt`] lays out the token ids, and [`text`] runs
+//! the language model, once for the query prefix and then once per photo.
+
+pub mod attention;
+pub mod config;
+pub mod device;
+pub mod files;
+pub mod preprocess;
+pub mod prompt;
+pub mod reranker;
+pub mod resample;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+
+use std::path::PathBuf;
+
+pub use config::{ModelConfig, TextConfig, VisionConfig};
+pub use device::ComputeDevice;
+pub use preprocess::{PhotoInput, PreprocessConfig};
+pub use prompt::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};
+pub use reranker::{Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};
+
+/// Why a model folder could not be used, or a model step failed. Each variant names the
+/// file involved, so that the message can tell the user what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model folder {0} does not exist or is not a folder")]
+    NoFolder(PathBuf),
+    #[error("the model folder has no {file}: {hint}")]
+    MissingFile { file: String, hint: String },
+    #[error("could not read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config.json is not usable: {0}")]
+    BadConfig(String),
+    #[error("{file} is damaged or not a model file: {why}")]
+    BadWeights { file: String, why: String },
+    #[error("the weights lack tensor {name} (looked in {files})")]
+    MissingTensor { name: String, files: String },
+    #[error("the tokenizer is not usable: {0}")]
+    BadTokenizer(String),
+    #[error("preprocessor_config.json is not usable: {0}")]
+    BadPreprocessor(String),
+    #[error("the query needs some text or an image")]
+    EmptyQuery,
+    #[error("{0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// Shorthand for results of model code.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

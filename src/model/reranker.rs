@@ -1,0 +1,307 @@
+//! The reranker as the rest of the app uses it: load a model folder, prepare a query
+//! (its prompt prefix runs once), turn photos into visual tokens, judge each photo.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_nn::VarBuilder;
+
+use super::config::ModelConfig;
+use super::device::ComputeDevice;
+use super::files::{ModelFiles, read_text};
+use super::preprocess::{PhotoInput, PreprocessConfig};
+use super::prompt::{Positions, PromptIds, display_prompt, expand_pads};
+use super::text::{PrefixCache, TextModel};
+use super::tokenizer::PromptTokenizer;
+use super::vision::{VisionTower, split_per_image};
+use super::{ModelError, Result};
+
+/// A query: text, an example image, or both.
+#[derive(Debug, Clone, Default)]
+pub struct QueryInput {
+    pub text: String,
+    pub image: Option<PhotoInput>,
+}
+
+/// A query whose prompt prefix has been run: reused for every photo of a ranking.
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    cache: PrefixCache,
+    prefix_ids: Vec<u32>,
+    suffix_ids: Vec<u32>,
+    instruction: String,
+    text: String,
+    query_tokens: Option<usize>,
+}
+
+impl PreparedQuery {
+    /// Tokens in the shared prefix (query image tokens included).
+    pub fn prefix_len(&self) -> usize {
+        self.prefix_ids.len()
+    }
+
+    /// The prompt as the model reads it for a photo of `photo_tokens` visual tokens, with
+    /// each image written as one marker and its token count.
+    pub fn display_prompt(&self, photo_tokens: usize) -> String {
+        display_prompt(
+            &self.instruction,
+            &self.text,
+            self.query_tokens,
+            photo_tokens,
+        )
+    }
+}
+
+/// A photo's visual tokens, (tokens, hidden) on the model's device.
+#[derive(Debug, Clone)]
+pub struct VisualTokens {
+    pub tokens: Tensor,
+    /// Merged tokens per column and per row.
+    pub merged: (usize, usize),
+}
+
+impl VisualTokens {
+    /// Number of visual tokens.
+    pub fn count(&self) -> usize {
+        self.merged.0 * self.merged.1
+    }
+}
+
+/// The model's verdict on one photo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub logit_yes: f32,
+    pub logit_no: f32,
+}
+
+impl Judgement {
+    /// P(yes) between the two answers: sigmoid(z_yes - z_no).
+    pub fn score(&self) -> f64 {
+        let d = f64::from(self.logit_yes) - f64::from(self.logit_no);
+        1.0 / (1.0 + (-d).exp())
+    }
+}
+
+/// A loaded Lychee-rerank-mm model.
+pub struct Reranker {
+    pub config: ModelConfig,
+    pub preprocess: PreprocessConfig,
+    pub tokenizer: PromptTokenizer,
+    pub device: ComputeDevice,
+    pub dir: PathBuf,
+    vision: VisionTower,
+    text: TextModel,
+}
+
+impl Reranker {
+    /// Loads the model in `dir` onto `device`.
+    pub fn load(dir: &Path, device: ComputeDevice) -> Result<Self> {
+        let files = ModelFiles::locate(dir)?;
+        let config = ModelConfig::from_json(&read_text(&files.config)?)?;
+        let preprocess = PreprocessConfig::load(&files.preprocessor_config)?;
+        let tokenizer = PromptTokenizer::load(&files.tokenizer)?;
+        if let Some(id) = config.image_token_id
+            && id != tokenizer.ids.image_pad
+        {
+            return Err(ModelError::BadTokenizer(format!(
+                "config.json says the image token is {id} but the tokenizer's <|image_pad|> is {}",
+                tokenizer.ids.image_pad
+            )));
+        }
+        let weights = files.open_weights()?;
+        let layout = TensorLayout::detect(&weights, &files)?;
+        let vb = VarBuilder::from_backend(Box::new(weights), device.dtype, device.device.clone());
+        let wrap = |e: candle_core::Error| ModelError::BadWeights {
+            file: "the weights".into(),
+            why: format!("{e} (does config.json belong to these weights?)"),
+        };
+        let vision =
+            VisionTower::new(&config.vision, vb.pp(layout.vision)).map_err(|e| match e {
+                ModelError::Compute(e) => wrap(e),
+                other => other,
+            })?;
+        let lm_head = (!config.text.tie_word_embeddings).then(|| vb.pp("lm_head"));
+        let text = TextModel::new(
+            &config.text,
+            vb.pp(layout.text),
+            lm_head,
+            tokenizer.ids.yes,
+            tokenizer.ids.no,
+        )
+        .map_err(|e| match e {
+            ModelError::Compute(e) => wrap(e),
+            other => other,
+        })?;
+        Ok(Reranker {
+            config,
+            preprocess,
+            tokenizer,
+            device,
+            dir: dir.to_path_buf(),
+            vision,
+            text,
+        })
+    }
+
+    /// Runs the system + instruction + query prefix once and keeps its keys and values.
+    pub fn prepare_query(&self, instruction: &str, query: &QueryInput) -> Result<PreparedQuery> {
+        let ids = PromptIds::new(
+            &self.tokenizer,
+            instruction,
+            &query.text,
+            query.image.is_some(),
+        )?;
+        let pad = self.tokenizer.ids.image_pad;
+        let (prefix_ids, visual) = match &query.image {
+            Some(image) => {
+                let tokens = self.encode_photos(&[image])?.remove(0);
+                (
+                    expand_pads(&ids.prefix, pad, &[tokens.count()]),
+                    Some(tokens),
+                )
+            }
+            None => (ids.prefix.clone(), None),
+        };
+        let grids: Vec<_> = visual.iter().map(|v| v.merged).collect();
+        let (positions, next) = Positions::of(&prefix_ids, pad, &grids, 0);
+        let embeds = self
+            .text
+            .embed(&prefix_ids, pad, visual.as_ref().map(|v| &v.tokens))?;
+        let cache = self.text.prefill(&embeds, &positions, next)?;
+        Ok(PreparedQuery {
+            cache,
+            prefix_ids,
+            suffix_ids: ids.suffix,
+            instruction: instruction.to_owned(),
+            text: query.text.clone(),
+            query_tokens: visual.map(|v| v.count()),
+        })
+    }
+
+    /// Visual tokens of photos, run through the vision tower together.
+    pub fn encode_photos(&self, photos: &[&PhotoInput]) -> Result<Vec<VisualTokens>> {
+        let row = self.config.vision.patch_input_len();
+        let merge = self.config.vision.spatial_merge_size;
+        let mut values = Vec::with_capacity(photos.iter().map(|p| p.pixel_values.len()).sum());
+        for p in photos {
+            values.extend_from_slice(&p.pixel_values);
+        }
+        let rows = values.len() / row;
+        let pixels = Tensor::from_vec(values, (rows, row), &self.device.device)?
+            .to_dtype(self.device.dtype)?;
+        let grids: Vec<_> = photos.iter().map(|p| (p.grid_h, p.grid_w)).collect();
+        let tokens = self.vision.forward(&pixels, &grids)?;
+        let counts: Vec<_> = photos.iter().map(|p| p.visual_tokens(merge)).collect();
+        Ok(split_per_image(&tokens, &counts)?
+            .into_iter()
+            .zip(photos)
+            .map(|(tokens, p)| VisualTokens {
+                tokens,
+                merged: p.merged_grid(merge),
+            })
+            .collect())
+    }
+
+    /// The full prompt token ids for a photo of `photo` visual tokens (for inspection and
+    /// tests; the model itself reuses the prefix).
+    pub fn prompt_ids(&self, query: &PreparedQuery, photo_tokens: usize) -> Vec<u32> {
+        let pad = self.tokenizer.ids.image_pad;
+        let mut ids = query.prefix_ids.clone();
+        ids.extend(expand_pads(&query.suffix_ids, pad, &[photo_tokens]));
+        ids
+    }
+
+    /// Judges one photo against a prepared query.
+    pub fn judge(&self, query: &PreparedQuery, photo: &VisualTokens) -> Result<Judgement> {
+        Ok(self.judge_batch(query, &[photo])?[0])
+    }
+
+    /// Judges photos of the same merged grid together, in one batch.
+    pub fn judge_batch(
+        &self,
+        query: &PreparedQuery,
+        photos: &[&VisualTokens],
+    ) -> Result<Vec<Judgement>> {
+        let Some(first) = photos.first() else {
+            return Ok(Vec::new());
+        };
+        if photos.iter().any(|p| p.merged != first.merged) {
+            return Err(
+                candle_core::Error::Msg("a batch of photos must share one grid".into()).into(),
+            );
+        }
+        let pad = self.tokenizer.ids.image_pad;
+        let ids = expand_pads(&query.suffix_ids, pad, &[first.count()]);
+        let (positions, _) = Positions::of(&ids, pad, &[first.merged], query.cache.next_position);
+        let embeds = photos
+            .iter()
+            .map(|p| self.text.embed(&ids, pad, Some(&p.tokens)))
+            .collect::<Result<Vec<_>>>()?;
+        let embeds = Tensor::cat(&embeds, 0)?;
+        let logits = self.text.score_suffix(&query.cache, &embeds, &positions)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        Ok(logits
+            .into_iter()
+            .map(|l| Judgement {
+                logit_yes: l[0],
+                logit_no: l[1],
+            })
+            .collect())
+    }
+
+    /// Runs every kernel once on a small input so that the first photo of a ranking does
+    /// not pay for loading them. Returns how long it took.
+    pub fn warm_up(&self) -> Result<std::time::Duration> {
+        let start = Instant::now();
+        let vision = &self.config.vision;
+        let side = vision.resize_factor() * 2;
+        let image = super::resample::Rgb8::new(side, side, vec![128u8; side * side * 3])
+            .ok_or_else(|| ModelError::BadConfig("vision patch size".into()))?;
+        let input = super::preprocess::patchify(&image, vision, &self.preprocess, (side, side));
+        let query = self.prepare_query(
+            super::prompt::DEFAULT_INSTRUCTION,
+            &QueryInput {
+                text: "warm-up".into(),
+                image: None,
+            },
+        )?;
+        let tokens = self.encode_photos(&[&input])?;
+        self.judge(&query, &tokens[0])?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Where the two towers' tensors are in the checkpoint.
+struct TensorLayout {
+    text: &'static str,
+    vision: &'static str,
+}
+
+impl TensorLayout {
+    fn detect(weights: &MmapedSafetensors, files: &ModelFiles) -> Result<Self> {
+        let has = |name: &str| weights.get(name).is_ok();
+        if has("model.embed_tokens.weight") {
+            Ok(TensorLayout {
+                text: "model",
+                vision: "visual",
+            })
+        } else if has("model.language_model.embed_tokens.weight") {
+            Ok(TensorLayout {
+                text: "model.language_model",
+                vision: "model.visual",
+            })
+        } else {
+            Err(ModelError::MissingTensor {
+                name: "model.embed_tokens.weight".into(),
+                files: files
+                    .weights
+                    .iter()
+                    .map(|p| super::files::file_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+}

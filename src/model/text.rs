@@ -1,0 +1,346 @@
+//! The Qwen2 language model of Qwen2.5-VL (weights under `model.*`): grouped-query
+//! attention with multimodal rotary positions (M-RoPE), gated MLP, RMSNorm. It runs in two
+//! steps: the prompt prefix shared by every photo once ([`TextModel::prefill`], keeping its
+//! keys and values), then each photo's tokens against that prefix
+//! ([`TextModel::score_suffix`]), returning only what the score needs: the final hidden
+//! state of the last position times the LM-head rows of "yes" and "no".
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use super::Result;
+use super::attention::{GatedMlp, RmsNorm, attention};
+use super::config::TextConfig;
+use super::prompt::Positions;
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.head_dim();
+        let h = cfg.hidden_size;
+        Ok(Attention {
+            q: candle_nn::linear(h, cfg.num_attention_heads * d, vb.pp("q_proj"))?,
+            k: candle_nn::linear(h, cfg.num_key_value_heads * d, vb.pp("k_proj"))?,
+            v: candle_nn::linear(h, cfg.num_key_value_heads * d, vb.pp("v_proj"))?,
+            o: candle_nn::linear_no_bias(cfg.num_attention_heads * d, h, vb.pp("o_proj"))?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    /// `x`: (batch, len, hidden). Returns the output and this call's keys and values
+    /// (batch, kv_heads, len, dim) after rotary, for a cache.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        past: Option<&(Tensor, Tensor)>,
+        mask: Option<&Tensor>,
+        last_only: bool,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (b, len, _) = x.dims3()?;
+        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, len, heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = split(self.q.forward(x)?, self.heads)?;
+        let k = split(self.k.forward(x)?, self.kv_heads)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, &rope.0, &rope.1)?;
+        let k = candle_nn::rotary_emb::rope(&k, &rope.0, &rope.1)?;
+        let (k_all, v_all) = match past {
+            Some((pk, pv)) => (
+                Tensor::cat(
+                    &[
+                        &pk.broadcast_as((b, self.kv_heads, pk.dim(2)?, self.head_dim))?,
+                        &k,
+                    ],
+                    2,
+                )?,
+                Tensor::cat(
+                    &[
+                        &pv.broadcast_as((b, self.kv_heads, pv.dim(2)?, self.head_dim))?,
+                        &v,
+                    ],
+                    2,
+                )?,
+            ),
+            None => (k.clone(), v.clone()),
+        };
+        let rep = self.heads / self.kv_heads;
+        let k_all = candle_transformers::utils::repeat_kv(k_all, rep)?;
+        let v_all = candle_transformers::utils::repeat_kv(v_all, rep)?;
+        // In the last layer only the last position matters.
+        let (q, mask) = if last_only {
+            let mask = match mask {
+                Some(m) => Some(m.narrow(2, m.dim(2)? - 1, 1)?),
+                None => None,
+            };
+            (q.narrow(2, len - 1, 1)?, mask)
+        } else {
+            (q, mask.cloned())
+        };
+        let out = attention(
+            &q,
+            &k_all,
+            &v_all,
+            mask.as_ref(),
+            (self.head_dim as f64).powf(-0.5),
+        )?;
+        let q_len = out.dim(2)?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, q_len, self.heads * self.head_dim))?;
+        Ok((self.o.forward(&out)?, (k, v)))
+    }
+}
+
+struct DecoderLayer {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: GatedMlp,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(DecoderLayer {
+            input_norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_norm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: GatedMlp::new(cfg.hidden_size, cfg.intermediate_size, false, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        past: Option<&(Tensor, Tensor)>,
+        mask: Option<&Tensor>,
+        last_only: bool,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (attn, kv) =
+            self.attn
+                .forward(&self.input_norm.forward(x)?, rope, past, mask, last_only)?;
+        let residual = if last_only {
+            x.narrow(1, x.dim(1)? - 1, 1)?
+        } else {
+            x.clone()
+        };
+        let x = (residual + attn)?;
+        let x = (&x + self.mlp.forward(&self.post_norm.forward(&x)?)?)?;
+        Ok((x, kv))
+    }
+}
+
+/// Keys and values of the prompt prefix, per layer, and where its positions end.
+#[derive(Debug, Clone)]
+pub struct PrefixCache {
+    /// Per layer: (keys, values), each (1, kv_heads, prefix_len, head_dim).
+    pub layers: Vec<(Tensor, Tensor)>,
+    /// Tokens in the prefix.
+    pub len: usize,
+    /// The rotary position of the first token after the prefix.
+    pub next_position: u32,
+}
+
+/// The language model, with only the LM-head rows the score reads.
+pub struct TextModel {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// (2, hidden): the LM-head rows of "yes" and "no".
+    judge_rows: Tensor,
+    inv_freq: Vec<f32>,
+    mrope_section: Vec<usize>,
+    dtype: DType,
+    device: Device,
+}
+
+impl TextModel {
+    /// Loads the model from `vb` (prefixed `model` or `model.language_model`); `lm_head`
+    /// is the LM head's builder, or `None` when the embeddings are tied to it.
+    pub fn new(
+        cfg: &TextConfig,
+        vb: VarBuilder,
+        lm_head: Option<VarBuilder>,
+        yes: u32,
+        no: u32,
+    ) -> Result<Self> {
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
+        let head = match lm_head {
+            Some(vb) => vb.get((cfg.vocab_size, cfg.hidden_size), "weight")?,
+            None => embed_tokens.embeddings().clone(),
+        };
+        let ids = Tensor::new(&[yes, no], vb.device())?;
+        let judge_rows = head.index_select(&ids, 0)?.contiguous()?;
+        let d = cfg.head_dim();
+        let inv_freq = (0..d)
+            .step_by(2)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / d as f32))
+            .collect();
+        Ok(TextModel {
+            embed_tokens,
+            layers,
+            norm,
+            judge_rows,
+            inv_freq,
+            mrope_section: cfg.mrope_section.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Embeddings of `ids` (len) as (1, len, hidden), with the rows of `pad` tokens
+    /// replaced in order by `visual` tokens, when given.
+    pub fn embed(&self, ids: &[u32], pad: u32, visual: Option<&Tensor>) -> Result<Tensor> {
+        let t = Tensor::new(ids, &self.device)?;
+        let mut x = self.embed_tokens.forward(&t)?;
+        if let Some(visual) = visual {
+            x = splice_rows(&x, ids, pad, visual)?;
+        }
+        Ok(x.unsqueeze(0)?)
+    }
+
+    /// cos and sin of the M-RoPE angles, (len, head_dim / 2) in the model's dtype: the
+    /// first `mrope_section[0]` frequencies turn with t, the next with h, the rest with w.
+    fn rope_tables(&self, positions: &Positions) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let len = positions.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        let (s0, s1) = (
+            self.mrope_section[0],
+            self.mrope_section[0] + self.mrope_section[1],
+        );
+        for i in 0..len {
+            for (f, &inv) in self.inv_freq.iter().enumerate() {
+                let pos = if f < s0 {
+                    positions.t[i]
+                } else if f < s1 {
+                    positions.h[i]
+                } else {
+                    positions.w[i]
+                };
+                let angle = pos as f32 * inv;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (len, half), &self.device)?.to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(sin, (len, half), &self.device)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Runs the prefix (1, len, hidden) and keeps its keys and values.
+    pub fn prefill(
+        &self,
+        embeds: &Tensor,
+        positions: &Positions,
+        next_position: u32,
+    ) -> Result<PrefixCache> {
+        let len = embeds.dim(1)?;
+        let rope = self.rope_tables(positions)?;
+        let mask = causal_mask(len, 0, &self.device)?;
+        let mut x = embeds.clone();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (out, kv) = layer.forward(&x, &rope, None, Some(&mask), false)?;
+            layers.push(kv);
+            x = out;
+        }
+        Ok(PrefixCache {
+            layers,
+            len,
+            next_position,
+        })
+    }
+
+    /// Runs a photo's tokens (batch, len, hidden) after the cached prefix and returns the
+    /// yes and no logits of each sequence's last position, (batch, 2) in f32.
+    pub fn score_suffix(
+        &self,
+        prefix: &PrefixCache,
+        embeds: &Tensor,
+        positions: &Positions,
+    ) -> Result<Tensor> {
+        let len = embeds.dim(1)?;
+        let rope = self.rope_tables(positions)?;
+        let mask = causal_mask(len, prefix.len, &self.device)?;
+        let mut x = embeds.clone();
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let past = prefix.layers.get(i);
+            x = layer.forward(&x, &rope, past, Some(&mask), i == last)?.0;
+        }
+        let h = self.norm.forward(&x)?.squeeze(1)?; // (batch, hidden)
+        let logits = h
+            .to_dtype(DType::F32)?
+            .matmul(&self.judge_rows.to_dtype(DType::F32)?.t()?)?;
+        Ok(logits)
+    }
+}
+
+/// Additive causal mask (1, 1, len, past + len) in f32: row i sees keys 0 ..= past + i.
+fn causal_mask(len: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + len;
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (1, 1, len, total), device)?)
+}
+
+/// `x` (len, hidden) with the rows where `ids` is `pad` replaced, in order, by `rows`.
+fn splice_rows(x: &Tensor, ids: &[u32], pad: u32, rows: &Tensor) -> Result<Tensor> {
+    let (len, _) = x.dims2()?;
+    let n = rows.dim(0)?;
+    // Gather from [x; rows]: index i for text, len + k for the k-th pad.
+    let mut index = Vec::with_capacity(len);
+    let mut k = 0u32;
+    for (i, &id) in ids.iter().enumerate() {
+        if id == pad && (k as usize) < n {
+            index.push(len as u32 + k);
+            k += 1;
+        } else {
+            index.push(i as u32);
+        }
+    }
+    if k as usize != n {
+        return Err(candle_core::Error::Msg(format!(
+            "the prompt has {k} image pads for {n} visual tokens"
+        ))
+        .into());
+    }
+    let all = Tensor::cat(&[x, &rows.to_dtype(x.dtype())?], 0)?;
+    let index = Tensor::new(index.as_slice(), x.device())?;
+    Ok(all.index_select(&index, 0)?)
+}

@@ -1,0 +1,405 @@
+//! The Qwen2.5-VL vision tower (weights under `visual.*`): patch embedding, 2-D rotary
+//! positions, blocks that attend within 112 px windows except the full-attention blocks,
+//! and the merger that turns each 2x2 block of patches into one visual token of the
+//! language model's width. Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel`.
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::Result;
+use super::attention::{GatedMlp, RmsNorm, attention};
+use super::config::VisionConfig;
+
+/// RMSNorm epsilon of every vision norm (hard-coded in transformers).
+const VISION_NORM_EPS: f64 = 1e-6;
+
+struct VisionBlock {
+    norm1: RmsNorm,
+    norm2: RmsNorm,
+    qkv: Linear,
+    proj: Linear,
+    mlp: GatedMlp,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl VisionBlock {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(VisionBlock {
+            norm1: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm1"))?,
+            norm2: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm2"))?,
+            qkv: candle_nn::linear(h, 3 * h, vb.pp("attn.qkv"))?,
+            proj: candle_nn::linear(h, h, vb.pp("attn.proj"))?,
+            mlp: GatedMlp::new(h, cfg.intermediate_size, true, vb.pp("mlp"))?,
+            num_heads: cfg.num_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), segments: &Segments) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let qkv = self
+            .qkv
+            .forward(&self.norm1.forward(x)?)?
+            .reshape((n, 3, self.num_heads, self.head_dim))?
+            .permute((1, 2, 0, 3))?; // (3, heads, n, dim)
+        let dtype = x.dtype();
+        // Rotary in f32, as transformers applies it.
+        let rotate = |t: Tensor| -> Result<Tensor> {
+            let t = t.to_dtype(DType::F32)?.unsqueeze(0)?.contiguous()?;
+            Ok(candle_nn::rotary_emb::rope(&t, &rope.0, &rope.1)?.to_dtype(dtype)?)
+        };
+        let q = rotate(qkv.get(0)?)?;
+        let k = rotate(qkv.get(1)?)?;
+        let v = qkv.get(2)?.unsqueeze(0)?;
+        let attended = segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))?;
+        let x = (x + self.proj.forward(&attended)?)?;
+        let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        Ok((x + mlp)?)
+    }
+}
+
+struct PatchMerger {
+    ln_q: RmsNorm,
+    fc1: Linear,
+    fc2: Linear,
+    merged_width: usize,
+}
+
+impl PatchMerger {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let merged_width = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
+        Ok(PatchMerger {
+            ln_q: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
+            fc1: candle_nn::linear(merged_width, merged_width, vb.pp("mlp.0"))?,
+            fc2: candle_nn::linear(merged_width, cfg.out_hidden_size, vb.pp("mlp.2"))?,
+            merged_width,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.ln_q.forward(x)?.reshape(((), self.merged_width))?;
+        Ok(self.fc2.forward(&self.fc1.forward(&x)?.gelu_erf()?)?)
+    }
+}
+
+/// The vision tower.
+pub struct VisionTower {
+    patch_embed: Tensor,
+    blocks: Vec<VisionBlock>,
+    merger: PatchMerger,
+    cfg: VisionConfig,
+    inv_freq: Vec<f32>,
+}
+
+impl VisionTower {
+    /// Loads the tower from `vb` (prefixed `visual` or `model.visual`).
+    pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let p = cfg.patch_size;
+        // Conv3d with kernel = stride = (2, 14, 14) and no bias is one matmul per patch.
+        let patch_embed = vb
+            .pp("patch_embed.proj")
+            .get(
+                (
+                    cfg.hidden_size,
+                    cfg.in_channels,
+                    cfg.temporal_patch_size,
+                    p,
+                    p,
+                ),
+                "weight",
+            )?
+            .reshape((cfg.hidden_size, cfg.patch_input_len()))?;
+        let blocks = (0..cfg.depth)
+            .map(|i| VisionBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let merger = PatchMerger::new(cfg, vb.pp("merger"))?;
+        // Axial rotary: head_dim / 4 frequencies, shared by rows and columns.
+        let spatial = cfg.head_dim() / 2;
+        let inv_freq = (0..spatial)
+            .step_by(2)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / spatial as f32))
+            .collect();
+        Ok(VisionTower {
+            patch_embed,
+            blocks,
+            merger,
+            cfg: cfg.clone(),
+            inv_freq,
+        })
+    }
+
+    /// Visual tokens of one or more images whose patch rows are concatenated in
+    /// `pixel_values` (rows x 1176, in the model's dtype); `grids` gives each image's
+    /// (grid_h, grid_w) in patches. Returns (merged tokens, out_hidden_size), images in order.
+    pub fn forward(&self, pixel_values: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
+        let device = pixel_values.device();
+        let layout = WindowLayout::new(&self.cfg, grids);
+        let n = layout.rows();
+        let unit = self.cfg.spatial_merge_size * self.cfg.spatial_merge_size;
+
+        let x = pixel_values.matmul(&self.patch_embed.t()?)?;
+        let order = Tensor::from_vec(
+            layout.window_index.clone(),
+            layout.window_index.len(),
+            device,
+        )?;
+        let hidden = x.dim(1)?;
+        let mut x = x
+            .reshape((n / unit, unit * hidden))?
+            .index_select(&order, 0)?
+            .reshape((n, hidden))?;
+
+        let rope = self.rope_tables(&layout, device)?;
+        let windows = Segments::new(&layout.window_bounds, device)?;
+        let full = Segments::new(&layout.image_bounds, device)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let segments = if self.cfg.fullatt_block_indexes.contains(&i) {
+                &full
+            } else {
+                &windows
+            };
+            x = block.forward(&x, &rope, segments)?;
+        }
+        let merged = self.merger.forward(&x)?;
+        let back = Tensor::from_vec(layout.reverse_index(), layout.window_index.len(), device)?;
+        Ok(merged.index_select(&back, 0)?)
+    }
+
+    /// cos and sin of the rotary angles of every patch row (in window order), f32,
+    /// (rows, head_dim / 2): the row frequencies, then the column frequencies.
+    fn rope_tables(&self, layout: &WindowLayout, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len() * 2;
+        let mut cos = Vec::with_capacity(layout.positions.len() * half);
+        let mut sin = Vec::with_capacity(cos.capacity());
+        for &(h, w) in &layout.positions {
+            for pos in [h, w] {
+                for &f in &self.inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let shape = (layout.positions.len(), half);
+        Ok((
+            Tensor::from_vec(cos, shape, device)?,
+            Tensor::from_vec(sin, shape, device)?,
+        ))
+    }
+}
+
+/// Where each patch row goes for window attention: transformers' `get_vision_window_index`
+/// and `get_vision_position_ids`, for several images at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowLayout {
+    /// Merged-token indices in window order (a permutation of 0..tokens).
+    pub window_index: Vec<u32>,
+    /// Patch-row boundaries of the windows, after the permutation.
+    pub window_bounds: Vec<usize>,
+    /// Patch-row boundaries of the images (the full-attention segments).
+    pub image_bounds: Vec<usize>,
+    /// (row, column) of each patch row, in window order.
+    pub positions: Vec<(usize, usize)>,
+}
+
+impl WindowLayout {
+    pub fn new(cfg: &VisionConfig, grids: &[(usize, usize)]) -> Self {
+        let m = cfg.spatial_merge_size;
+        let win = cfg.window_merged_tokens();
+        let unit = m * m;
+        let mut window_index = Vec::new();
+        let mut window_bounds = vec![0];
+        let mut image_bounds = vec![0];
+        let mut block_positions: Vec<(usize, usize)> = Vec::new(); // per patch row, merge order
+        let mut offset = 0usize;
+        for &(gh, gw) in grids {
+            let (lh, lw) = (gh / m, gw / m);
+            for wr in 0..lh.div_ceil(win) {
+                for wc in 0..lw.div_ceil(win) {
+                    let mut count = 0;
+                    for r in wr * win..((wr + 1) * win).min(lh) {
+                        for c in wc * win..((wc + 1) * win).min(lw) {
+                            window_index.push((offset + r * lw + c) as u32);
+                            count += 1;
+                        }
+                    }
+                    let last = *window_bounds.last().unwrap_or(&0);
+                    if count > 0 {
+                        window_bounds.push(last + count * unit);
+                    }
+                }
+            }
+            for br in 0..lh {
+                for bc in 0..lw {
+                    for i in 0..m {
+                        for j in 0..m {
+                            block_positions.push((br * m + i, bc * m + j));
+                        }
+                    }
+                }
+            }
+            offset += lh * lw;
+            image_bounds.push(image_bounds.last().unwrap_or(&0) + gh * gw);
+        }
+        let positions = window_index
+            .iter()
+            .flat_map(|&t| {
+                block_positions[t as usize * unit..(t as usize + 1) * unit]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        WindowLayout {
+            window_index,
+            window_bounds,
+            image_bounds,
+            positions,
+        }
+    }
+
+    /// Number of patch rows.
+    pub fn rows(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// The permutation that puts merged tokens back in raster order.
+    pub fn reverse_index(&self) -> Vec<u32> {
+        let mut back = vec![0u32; self.window_index.len()];
+        for (i, &t) in self.window_index.iter().enumerate() {
+            back[t as usize] = i as u32;
+        }
+        back
+    }
+}
+
+/// Attention restricted to contiguous segments of rows (windows or whole images): rows are
+/// gathered into a padded batch of segments, attention runs with the padding masked, and
+/// the real rows are scattered back.
+struct Segments {
+    /// Rows of the padded batch (padding points at row 0 and is masked as a key).
+    gather: Tensor,
+    /// For each row, its place in the padded batch.
+    scatter: Tensor,
+    /// Additive key mask (segments, 1, 1, longest) when segments differ in length.
+    mask: Option<Tensor>,
+    count: usize,
+    longest: usize,
+}
+
+impl Segments {
+    fn new(bounds: &[usize], device: &Device) -> Result<Self> {
+        let lengths: Vec<usize> = bounds.windows(2).map(|b| b[1] - b[0]).collect();
+        let count = lengths.len();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut gather = Vec::with_capacity(count * longest);
+        let mut scatter = Vec::with_capacity(*bounds.last().unwrap_or(&0));
+        let mut mask = Vec::with_capacity(count * longest);
+        for (s, &len) in lengths.iter().enumerate() {
+            for j in 0..longest {
+                let real = j < len;
+                gather.push(if real { (bounds[s] + j) as u32 } else { 0 });
+                mask.push(if real { 0.0f32 } else { f32::NEG_INFINITY });
+                if real {
+                    scatter.push((s * longest + j) as u32);
+                }
+            }
+        }
+        let uneven = lengths.iter().any(|&l| l != longest);
+        Ok(Segments {
+            gather: Tensor::from_vec(gather, count * longest, device)?,
+            scatter: Tensor::from_vec(scatter.clone(), scatter.len(), device)?,
+            mask: if uneven {
+                Some(Tensor::from_vec(mask, (count, 1, 1, longest), device)?)
+            } else {
+                None
+            },
+            count,
+            longest,
+        })
+    }
+
+    /// `q`, `k`, `v`: (1, heads, rows, dim). Returns (rows, heads * dim).
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        let (_, heads, _, dim) = q.dims4()?;
+        let batch = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.index_select(&self.gather, 2)?
+                .reshape((heads, self.count, self.longest, dim))?
+                .transpose(0, 1)?)
+        };
+        let out = attention(
+            &batch(q)?,
+            &batch(k)?,
+            &batch(v)?,
+            self.mask.as_ref(),
+            scale,
+        )?;
+        let out = out
+            .transpose(0, 1)?
+            .reshape((heads, self.count * self.longest, dim))?
+            .index_select(&self.scatter, 1)?;
+        Ok(out
+            .transpose(0, 1)?
+            .reshape(((), heads * dim))?
+            .contiguous()?)
+    }
+}
+
+/// Visual tokens of each image, split from the output of [`VisionTower::forward`].
+pub fn split_per_image(tokens: &Tensor, counts: &[usize]) -> Result<Vec<Tensor>> {
+    let mut out = Vec::with_capacity(counts.len());
+    let mut start = 0;
+    for &n in counts {
+        out.push(tokens.narrow(0, start, n)?);
+        start += n;
+    }
+    debug_assert_eq!(start, tokens.dim(D::Minus2).unwrap_or(start));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VisionConfig {
+        VisionConfig {
+            depth: 1,
+            hidden_size: 8,
+            hidden_act: "silu".into(),
+            intermediate_size: 8,
+            num_heads: 2,
+            in_channels: 3,
+            patch_size: 14,
+            spatial_merge_size: 2,
+            temporal_patch_size: 2,
+            window_size: 112,
+            out_hidden_size: 8,
+            fullatt_block_indexes: vec![],
+            rope_theta: 10_000.0,
+        }
+    }
+
+    #[test]
+    fn window_layout_matches_transformers() {
+        // grid 12 x 10 patches -> 6 x 5 merged -> windows of 4x4: [4x4, 4x1, 2x4, 2x1]
+        let layout = WindowLayout::new(&cfg(), &[(12, 10)]);
+        assert_eq!(layout.window_bounds, vec![0, 64, 80, 112, 120]);
+        assert_eq!(&layout.window_index[..5], &[0, 1, 2, 3, 5]);
+        assert_eq!(&layout.window_index[16..20], &[4, 9, 14, 19]);
+        assert_eq!(layout.image_bounds, vec![0, 120]);
+        assert_eq!(layout.positions[0..4], [(0, 0), (0, 1), (1, 0), (1, 1)]);
+        let back = layout.reverse_index();
+        for (i, &t) in layout.window_index.iter().enumerate() {
+            assert_eq!(back[t as usize] as usize, i);
+        }
+    }
+
+    #[test]
+    fn window_layout_of_two_images_offsets_the_second() {
+        let layout = WindowLayout::new(&cfg(), &[(4, 4), (2, 2)]);
+        assert_eq!(layout.window_index, vec![0, 1, 2, 3, 4]);
+        assert_eq!(layout.window_bounds, vec![0, 16, 20]);
+        assert_eq!(layout.image_bounds, vec![0, 16, 20]);
+    }
+}
