@@ -82,8 +82,12 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DecodedPhoto, PhotoError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| PhotoError::Unreadable(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(PhotoError::NotAnImage);
+    match reader.format() {
+        None => return Err(PhotoError::NotAnImage),
+        Some(image::ImageFormat::Jpeg) if jpeg_is_cut_short(bytes) => {
+            return Err(PhotoError::Corrupt("the file ends too early; it may be an incomplete copy".into()));
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (width, height) = decoder.dimensions();
@@ -107,6 +111,19 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DecodedPhoto, PhotoError> {
     Ok(DecodedPhoto {
         image: to_rgb8(image),
     })
+}
+
+/// A JPEG whose last scan has no end-of-image marker after it was cut short. (The JPEG
+/// decoder would fill the missing part with grey; a person would call the file broken.)
+/// Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so
+/// 0xFFD9 there is the real end; an embedded thumbnail's markers come before the last scan.
+fn jpeg_is_cut_short(bytes: &[u8]) -> bool {
+    let marker = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (marker(0xDA), marker(0xD9)) {
+        (Some(scan), Some(end)) => end < scan,
+        (Some(_), None) => true,
+        (None, _) => false, // no scan at all: the decoder reports it
+    }
 }
 
 fn classify(e: image::ImageError) -> PhotoError {
@@ -214,6 +231,16 @@ mod tests {
             decode_bytes(b"hello, I am a text file").unwrap_err(),
             PhotoError::NotAnImage
         );
+    }
+
+    #[test]
+    fn cut_jpegs_are_detected() {
+        let whole = [0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0x00, 3, 0xFF, 0xD9];
+        assert!(!jpeg_is_cut_short(&whole));
+        assert!(jpeg_is_cut_short(&whole[..8]));
+        // a thumbnail's end marker before the main scan does not count
+        let cut = [0xFF, 0xD8, 0xFF, 0xD9, 0xFF, 0xDA, 1, 2];
+        assert!(jpeg_is_cut_short(&cut));
     }
 
     #[test]

@@ -18,6 +18,10 @@ const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// Qwen2VLImageProcessor's default pixel bounds.
 const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
+/// Lychee-rerank-mm's model card runs the processor with at most 1280 visual tokens per
+/// image; checkpoints whose preprocessor_config.json allows more (Qwen2.5-VL's allows
+/// 16384) are held to it, since more costs far more time than it brings.
+pub const MODEL_CARD_MAX_PIXELS: usize = 1280 * 28 * 28;
 /// The reference refuses aspect ratios above this.
 pub const MAX_ASPECT_RATIO: f64 = 200.0;
 /// Sides under this many pixels carry too little to judge (and the reference's channel
@@ -45,9 +49,13 @@ impl Default for PreprocessConfig {
 }
 
 impl PreprocessConfig {
-    /// Reads `preprocessor_config.json`; absent fields keep the class defaults.
+    /// Reads `preprocessor_config.json`; absent fields keep the class defaults, and
+    /// max_pixels is held to the model card's [`MODEL_CARD_MAX_PIXELS`].
     pub fn load(path: &Path) -> Result<Self> {
-        Self::from_json(&read_text(path)?)
+        let mut cfg = Self::from_json(&read_text(path)?)?;
+        cfg.max_pixels = cfg.max_pixels.min(MODEL_CARD_MAX_PIXELS);
+        cfg.min_pixels = cfg.min_pixels.min(cfg.max_pixels);
+        Ok(cfg)
     }
 
     /// Parses the text of `preprocessor_config.json`.

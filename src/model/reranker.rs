@@ -42,6 +42,16 @@ impl PreparedQuery {
         self.prefix_ids.len()
     }
 
+    /// Visual tokens of the query image, if the query has one.
+    pub fn query_tokens(&self) -> Option<usize> {
+        self.query_tokens
+    }
+
+    /// The instruction the query was prepared with.
+    pub fn instruction(&self) -> &str {
+        &self.instruction
+    }
+
     /// The prompt as the model reads it for a photo of `photo_tokens` visual tokens, with
     /// each image written as one marker and its token count.
     pub fn display_prompt(&self, photo_tokens: usize) -> String {

@@ -154,6 +154,7 @@ fn from_vocab_merges(
     .map_err(|e| bad(e.to_string()))?;
     tokenizer
         .with_normalizer(Some(NFC))
+        .map_err(|e| bad(e.to_string()))?
         .with_pre_tokenizer(Some(Sequence::new(vec![
             split.into(),
             ByteLevel::new(false, false, false).into(),
@@ -202,7 +203,7 @@ fn from_vocab_merges(
         let token = AddedToken::from(content.clone(), true)
             .normalized(false)
             .special(*special);
-        tokenizer.add_special_tokens(&[token]);
+        tokenizer.add_special_tokens([token]).map_err(|e| bad(e.to_string()))?;
         if tokenizer.token_to_id(content) != Some(*id) {
             return Err(bad(format!(
                 "added token {content} should have id {id} but the vocabulary gives {:?}",

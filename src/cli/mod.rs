@@ -1,0 +1,67 @@
+//! The command line: with no subcommand the window opens (with any photos or folders
+//! given as arguments); `rank` ranks from a shell.
+
+pub mod rank;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::DEFAULT_INSTRUCTION;
+
+/// Lychee Rerank: put photos in order of how well each matches a description.
+#[derive(Debug, Parser)]
+#[command(name = "lychee-rerank", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Photos or folders to open in the window.
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rank photos and folders against a query; results on stdout, progress on stderr.
+    Rank(RankArgs),
+}
+
+/// Options shared by the commands that load a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A model folder, or a Hugging Face model id (owner/name[@revision]).
+    #[arg(long, value_name = "DIR_OR_HUB_ID", default_value = crate::hub::DEFAULT_MODEL_ID)]
+    pub model: String,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RankArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// What the photos should show (any language).
+    #[arg(long, value_name = "TEXT")]
+    pub query: Option<String>,
+    /// An example image to search by, alone or with --query.
+    #[arg(long, value_name = "FILE")]
+    pub query_image: Option<PathBuf>,
+    /// The task instruction given to the model.
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_INSTRUCTION)]
+    pub instruction: String,
+    /// Fewest pixels a photo is scaled to.
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<usize>,
+    /// Most pixels a photo is scaled to (28 x 28 per visual token; default 1280 tokens).
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<usize>,
+    /// Print only the best K photos.
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Photos and folders (folders are walked recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}

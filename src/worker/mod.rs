@@ -1,0 +1,3 @@
+//! The inference side: rankings run here, away from the window's thread.
+
+pub mod rank;
