@@ -39,7 +39,11 @@ fn json_ranking_matches_transformers() {
             args.extend(["--query-image", query_image.to_str().unwrap()]);
         }
         let out = rank(&args, &[&common::photo_dir()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rows = lines(&out);
         // every fixture photo, the query image among them
         assert_eq!(rows.len(), r.photos.len());
@@ -49,19 +53,45 @@ fn json_ranking_matches_transformers() {
             let score = row["score"].as_f64().unwrap();
             assert!(score <= last, "best first");
             last = score;
-            for field in ["path", "logit_yes", "logit_no", "visual_tokens", "input_size"] {
+            for field in [
+                "path",
+                "logit_yes",
+                "logit_no",
+                "visual_tokens",
+                "input_size",
+            ] {
                 assert!(!row[field].is_null(), "{field} missing in {row}");
             }
             let yes = row["logit_yes"].as_f64().unwrap();
             let no = row["logit_no"].as_f64().unwrap();
             assert!((score - 1.0 / (1.0 + (no - yes).exp())).abs() < 1e-6);
-            let name = Path::new(row["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_owned();
-            let photo = r.photos.iter().find(|(_, p)| p.file == name).map(|(k, _)| k.clone()).unwrap();
+            let name = Path::new(row["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let photo = r
+                .photos
+                .iter()
+                .find(|(_, p)| p.file == name)
+                .map(|(k, _)| k.clone())
+                .unwrap();
             if let Some(case) = r.cases.iter().find(|c| c.query == key && c.photo == photo) {
-                assert!((score - case.score).abs() < 0.01, "{key}/{photo}: {score} vs {}", case.score);
+                assert!(
+                    (score - case.score).abs() < 0.01,
+                    "{key}/{photo}: {score} vs {}",
+                    case.score
+                );
                 let g = r.photos[&photo].grid_thw;
-                assert_eq!(row["visual_tokens"].as_u64(), Some((g[1] * g[2] / 4) as u64));
-                assert_eq!(row["input_size"], serde_json::json!(r.photos[&photo].input_size));
+                assert_eq!(
+                    row["visual_tokens"].as_u64(),
+                    Some((g[1] * g[2] / 4) as u64)
+                );
+                assert_eq!(
+                    row["input_size"],
+                    serde_json::json!(r.photos[&photo].input_size)
+                );
             }
         }
     }
@@ -71,15 +101,27 @@ fn json_ranking_matches_transformers() {
 fn bad_photos_are_reported_and_the_run_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::copy(common::photo_dir().join("portrait.png"), dir.join("good.png")).unwrap();
-    std::fs::write(dir.join("notes.jpg"), b"this is a text file with a photo's name").unwrap();
+    std::fs::copy(
+        common::photo_dir().join("portrait.png"),
+        dir.join("good.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("notes.jpg"),
+        b"this is a text file with a photo's name",
+    )
+    .unwrap();
     std::fs::write(dir.join("empty.png"), b"").unwrap();
     let jpeg = std::fs::read(common::photo_dir().join("beach_landscape.jpg")).unwrap();
     std::fs::write(dir.join("cut.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(dir.join("clip.mp4"), b"not looked at").unwrap();
 
     let out = rank(&["--json", "--query", "a red umbrella"], &[dir]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = lines(&out);
     let scored: Vec<_> = rows.iter().filter(|r| r.get("score").is_some()).collect();
     let failed: Vec<_> = rows.iter().filter(|r| r.get("error").is_some()).collect();
@@ -90,11 +132,18 @@ fn bad_photos_are_reported_and_the_run_goes_on() {
             .and_then(|r| r["error"].as_str())
             .map(str::to_owned)
     };
-    assert_eq!(error_of("notes.jpg").as_deref(), Some("not an image, or a format this app does not read"));
+    assert_eq!(
+        error_of("notes.jpg").as_deref(),
+        Some("not an image, or a format this app does not read")
+    );
     assert_eq!(error_of("empty.png").as_deref(), Some("the file is empty"));
     let cut = error_of("cut.jpg").unwrap();
     assert!(cut.contains("ends too early"), "{cut}");
-    assert!(!rows.iter().any(|r| r["path"].as_str().unwrap().ends_with("clip.mp4")));
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["path"].as_str().unwrap().ends_with("clip.mp4"))
+    );
 }
 
 #[test]

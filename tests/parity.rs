@@ -312,3 +312,33 @@ fn scores_from_the_photo_files_match() {
         worst.1
     );
 }
+
+#[test]
+fn a_batch_of_photos_scores_like_one_at_a_time() {
+    let r = reference();
+    let m = reranker();
+    let q = &r.queries["zh"];
+    let prepared = m
+        .prepare_query(r.instruction(q), &query_input(q, false))
+        .unwrap();
+    // "landscape" and "exif" share one grid
+    let tokens: Vec<_> = ["landscape", "exif"]
+        .iter()
+        .map(|k| m.encode_photos(&[&reference_input(k)]).unwrap().remove(0))
+        .collect();
+    assert_eq!(tokens[0].merged, tokens[1].merged);
+    let together = m
+        .judge_batch(&prepared, &tokens.iter().collect::<Vec<_>>())
+        .unwrap();
+    for (t, j) in tokens.iter().zip(&together) {
+        let alone = m.judge(&prepared, t).unwrap();
+        assert!(
+            (alone.logit_yes - j.logit_yes).abs() < 1e-5
+                && (alone.logit_no - j.logit_no).abs() < 1e-5
+        );
+    }
+    assert!(
+        (together[0].logit_yes - together[1].logit_yes).abs() > 1e-3,
+        "different photos, different logits"
+    );
+}

@@ -1,6 +1,7 @@
 //! The command line: with no subcommand the window opens (with any photos or folders
 //! given as arguments); `rank` ranks from a shell.
 
+pub mod bench;
 pub mod rank;
 
 use std::path::PathBuf;
@@ -11,7 +12,12 @@ use crate::model::DEFAULT_INSTRUCTION;
 
 /// Lychee Rerank: put photos in order of how well each matches a description.
 #[derive(Debug, Parser)]
-#[command(name = "lychee-rerank", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "lychee-rerank",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -23,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Rank photos and folders against a query; results on stdout, progress on stderr.
     Rank(RankArgs),
+    /// Measure ranking speed and memory on synthetic photos.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by the commands that load a model.
@@ -34,6 +42,28 @@ pub struct ModelArgs {
     /// Run on the CPU even when a GPU is available.
     #[arg(long)]
     pub cpu: bool,
+    /// Number format: bf16 (the GPU default) or f32 (the CPU default, and exact on a GPU).
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    pub dtype: Option<String>,
+}
+
+impl ModelArgs {
+    /// The device and number format these options ask for, with a note on any fall-back.
+    pub fn compute_device(&self) -> (crate::model::ComputeDevice, Option<String>) {
+        use crate::model::device::DevicePreference;
+        let preference = if self.cpu {
+            DevicePreference::Cpu
+        } else {
+            DevicePreference::Auto
+        };
+        let (device, note) = crate::model::ComputeDevice::select(preference);
+        let device = match self.dtype.as_deref() {
+            Some("bf16") => device.with_dtype(candle_core::DType::BF16),
+            Some("f32") => device.with_dtype(candle_core::DType::F32),
+            _ => device,
+        };
+        (device, note)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{ModelArgs, RankArgs};
-use crate::hub::{resolve_local, ModelSource};
+use crate::hub::{ModelSource, resolve_local};
 use crate::library::scan_paths;
-use crate::model::device::DevicePreference;
-use crate::model::{ComputeDevice, Reranker};
-use crate::worker::rank::{run_ranking, PhotoScore, RankEvent, RankOutcome, RankRequest};
+use crate::model::Reranker;
+use crate::worker::rank::{
+    PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking,
+};
 
 /// Runs the command; the exit code is non-zero only when nothing could be ranked.
 pub fn run(args: RankArgs) -> ExitCode {
@@ -31,17 +32,26 @@ pub fn run(args: RankArgs) -> ExitCode {
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<Reranker> {
     let source = ModelSource::parse(&args.model, None)?;
     let dir = resolve_local(&source)?;
-    let preference = if args.cpu { DevicePreference::Cpu } else { DevicePreference::Auto };
-    let (device, note) = ComputeDevice::select(preference);
+    let (device, note) = args.compute_device();
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    eprintln!("loading {} on {} ({})", source.display(), device.name, device.dtype_name());
+    eprintln!(
+        "loading {} on {} ({})",
+        source.display(),
+        device.name,
+        device.dtype_name()
+    );
     let start = Instant::now();
-    let model = Reranker::load(&dir, device).with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    let model = Reranker::load(&dir, device)
+        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
     if model.device.is_gpu() {
         let warm = model.warm_up()?;
-        eprintln!("model ready in {:.1} s (GPU kernels loaded in {:.1} s)", start.elapsed().as_secs_f64(), warm.as_secs_f64());
+        eprintln!(
+            "model ready in {:.1} s (GPU kernels loaded in {:.1} s)",
+            start.elapsed().as_secs_f64(),
+            warm.as_secs_f64()
+        );
     } else {
         eprintln!("model ready in {:.1} s", start.elapsed().as_secs_f64());
     }
@@ -63,7 +73,11 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "{} photos{}",
         scan.photos.len(),
-        if scan.ignored > 0 { format!(" ({} other files left out)", scan.ignored) } else { String::new() }
+        if scan.ignored > 0 {
+            format!(" ({} other files left out)", scan.ignored)
+        } else {
+            String::new()
+        }
     );
     let model = load_model(&args.model)?;
     let request = RankRequest {
@@ -77,17 +91,24 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let total = request.photos.len();
     let mut results: Vec<Option<Result<PhotoScore, String>>> = vec![None; total];
     let mut progress = Progress::new(total);
-    let outcome = run_ranking(&model, &request, &AtomicBool::new(false), |event| match event {
-        RankEvent::PhotoScored { index, score } => {
-            progress.step(&request.photos[index]);
-            results[index] = Some(Ok(score));
-        }
-        RankEvent::PhotoFailed { index, reason } => {
-            progress.step(&request.photos[index]);
-            results[index] = Some(Err(reason));
-        }
-        RankEvent::Started { .. } | RankEvent::PhotoStarted { .. } => {}
-    })?;
+    let settings = RankSettings::for_model(&model);
+    let outcome = run_ranking(
+        &model,
+        &request,
+        settings,
+        &AtomicBool::new(false),
+        |event| match event {
+            RankEvent::PhotoScored { index, score } => {
+                progress.step(&request.photos[index]);
+                results[index] = Some(Ok(score));
+            }
+            RankEvent::PhotoFailed { index, reason } => {
+                progress.step(&request.photos[index]);
+                results[index] = Some(Err(reason));
+            }
+            RankEvent::Started { .. } | RankEvent::PhotoStarted { .. } => {}
+        },
+    )?;
     progress.finish();
     debug_assert_eq!(outcome, RankOutcome::Finished);
 
@@ -119,7 +140,11 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{line}")?;
         }
         for (path, reason) in &failed {
-            writeln!(out, "{}", json!({ "path": path.to_string_lossy(), "error": reason }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "path": path.to_string_lossy(), "error": reason })
+            )?;
         }
     } else {
         writeln!(out, "{:>5}  {:>6}  photo", "rank", "score")?;
@@ -138,7 +163,11 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Progress on stderr: one updating line on a terminal, a line per photo otherwise.
@@ -164,7 +193,10 @@ impl Progress {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = self.done as f64 / secs.max(1e-9);
         let left = (self.total - self.done) as f64 / rate.max(1e-9);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let line = format!(
             "photo {} of {} · {rate:.1} photos/s · {left:.0} s left · {name}",
             self.done, self.total

@@ -76,6 +76,7 @@ impl HfCache {
 /// True when `dir` has everything the scorer loads.
 pub fn is_complete_model(dir: &Path) -> bool {
     REQUIRED.iter().all(|f| dir.join(f).is_file())
-        && (dir.join("tokenizer.json").is_file() || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file()))
+        && (dir.join("tokenizer.json").is_file()
+            || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file()))
         && crate::model::files::ModelFiles::locate(dir).is_ok()
 }

@@ -6,7 +6,7 @@ pub mod cache;
 
 use std::path::PathBuf;
 
-pub use cache::{hf_cache_dir, HfCache};
+pub use cache::{HfCache, hf_cache_dir};
 
 /// The model the app uses unless told otherwise.
 pub const DEFAULT_MODEL_ID: &str = "vec-ai/lychee-rerank-mm";
@@ -36,9 +36,11 @@ impl ModelSource {
         };
         let parts: Vec<&str> = id.split('/').collect();
         let valid = parts.len() == 2
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
         if !valid {
             return Err(HubError::NotAModel(spec.to_owned()));
         }
@@ -71,7 +73,9 @@ impl ModelSource {
 pub enum HubError {
     #[error("{0} is neither a model folder nor a Hugging Face model id (owner/name)")]
     NotAModel(String),
-    #[error("{id} is not downloaded yet (looked in {cache}); run `lychee-rerank download {id}` or start the app to get it")]
+    #[error(
+        "{id} is not downloaded yet (looked in {cache}); run `lychee-rerank download {id}` or start the app to get it"
+    )]
     NotDownloaded { id: String, cache: String },
     #[error("{0}")]
     Download(String),
@@ -83,10 +87,12 @@ pub fn resolve_local(source: &ModelSource) -> Result<PathBuf, HubError> {
         ModelSource::Folder(p) => Ok(p.clone()),
         ModelSource::Hub { id, revision } => {
             let cache = HfCache::from_env();
-            cache.complete_snapshot(id, revision).ok_or_else(|| HubError::NotDownloaded {
-                id: id.clone(),
-                cache: cache.root().display().to_string(),
-            })
+            cache
+                .complete_snapshot(id, revision)
+                .ok_or_else(|| HubError::NotDownloaded {
+                    id: id.clone(),
+                    cache: cache.root().display().to_string(),
+                })
         }
     }
 }

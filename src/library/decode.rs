@@ -85,7 +85,9 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DecodedPhoto, PhotoError> {
     match reader.format() {
         None => return Err(PhotoError::NotAnImage),
         Some(image::ImageFormat::Jpeg) if jpeg_is_cut_short(bytes) => {
-            return Err(PhotoError::Corrupt("the file ends too early; it may be an incomplete copy".into()));
+            return Err(PhotoError::Corrupt(
+                "the file ends too early; it may be an incomplete copy".into(),
+            ));
         }
         Some(_) => {}
     }

@@ -5,14 +5,15 @@ use candle_nn::{Linear, VarBuilder};
 
 use super::Result;
 
-/// Largest attention score block materialized at once, in bytes of f32. Attention over a
-/// long sequence runs in slices of heads so that memory stays bounded.
+/// Largest attention score block materialized at once, in bytes.
 const MAX_SCORE_BYTES: usize = 256 << 20;
 
 /// softmax(q k^T * scale + mask) v for `q`, `k`, `v` of shape (batch, heads, len, dim),
-/// with `k` and `v` already repeated to the number of query heads. The scores and the
-/// softmax are computed in f32 (as transformers' eager attention does) whatever the
-/// inputs' dtype. `mask` is added to the scores and broadcasts to (batch, heads, q, k).
+/// with `k` and `v` already repeated to the number of query heads. The scores are in the
+/// inputs' dtype, as transformers' eager attention computes them, and the softmax
+/// accumulates in f32 whatever the dtype. `mask` is added to the scores and broadcasts to
+/// (batch, heads, q, k). Long sequences run in slices of heads so that the score block
+/// stays bounded.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -22,15 +23,20 @@ pub fn attention(
 ) -> Result<Tensor> {
     let (batch, heads, q_len, _) = q.dims4()?;
     let k_len = k.dim(2)?;
-    let per_head = batch * q_len * k_len * 4;
+    let per_head = batch * q_len * k_len * q.dtype().size_in_bytes();
     let step = (MAX_SCORE_BYTES / per_head.max(1)).clamp(1, heads);
+    let mask = match mask {
+        Some(m) => Some(m.to_dtype(q.dtype())?),
+        None => None,
+    };
+    let q = (q * scale)?;
     if step == heads {
-        return attention_block(q, k, v, mask, scale);
+        return attention_block(&q, k, v, mask.as_ref());
     }
     let mut outs = Vec::with_capacity(heads.div_ceil(step));
     for start in (0..heads).step_by(step) {
         let n = step.min(heads - start);
-        let mask = match mask {
+        let mask = match &mask {
             Some(m) if m.dim(1)? == heads => Some(m.narrow(1, start, n)?),
             Some(m) => Some(m.clone()),
             None => None,
@@ -40,29 +46,17 @@ pub fn attention(
             &k.narrow(1, start, n)?,
             &v.narrow(1, start, n)?,
             mask.as_ref(),
-            scale,
         )?);
     }
     Ok(Tensor::cat(&outs, 1)?)
 }
 
-fn attention_block(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-) -> Result<Tensor> {
-    let dtype = q.dtype();
-    let scores = q
-        .contiguous()?
-        .matmul(&k.t()?.contiguous()?)?
-        .to_dtype(DType::F32)?;
-    let mut scores = (scores * scale)?;
+fn attention_block(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let mut scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?;
     if let Some(mask) = mask {
-        scores = scores.broadcast_add(&mask.to_dtype(DType::F32)?)?;
+        scores = scores.broadcast_add(mask)?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 

@@ -70,9 +70,27 @@ impl ComputeDevice {
         )
     }
 
+    /// The same device computing in `dtype` instead.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
     /// True when the model runs on a GPU.
     pub fn is_gpu(&self) -> bool {
         !self.device.is_cpu()
+    }
+
+    /// (free, total) bytes of device memory, for a GPU.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        #[cfg(feature = "cuda")]
+        if self.is_gpu() {
+            use candle_core::cuda_backend::cudarc::driver::result;
+            return result::mem_get_info()
+                .ok()
+                .map(|(f, t)| (f as u64, t as u64));
+        }
+        None
     }
 
     /// "bf16" / "f32" for display.

@@ -13,6 +13,7 @@ pub mod device;
 pub mod files;
 pub mod preprocess;
 pub mod prompt;
+pub mod random;
 pub mod reranker;
 pub mod resample;
 pub mod text;

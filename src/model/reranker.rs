@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Tensor;
 use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
@@ -13,6 +13,7 @@ use super::device::ComputeDevice;
 use super::files::{ModelFiles, read_text};
 use super::preprocess::{PhotoInput, PreprocessConfig};
 use super::prompt::{Positions, PromptIds, display_prompt, expand_pads};
+use super::random::RandomWeights;
 use super::text::{PrefixCache, TextModel};
 use super::tokenizer::PromptTokenizer;
 use super::vision::{VisionTower, split_per_image};
@@ -123,27 +124,56 @@ impl Reranker {
         let weights = files.open_weights()?;
         let layout = TensorLayout::detect(&weights, &files)?;
         let vb = VarBuilder::from_backend(Box::new(weights), device.dtype, device.device.clone());
-        let wrap = |e: candle_core::Error| ModelError::BadWeights {
-            file: "the weights".into(),
-            why: format!("{e} (does config.json belong to these weights?)"),
-        };
-        let vision =
-            VisionTower::new(&config.vision, vb.pp(layout.vision)).map_err(|e| match e {
-                ModelError::Compute(e) => wrap(e),
+        let host =
+            VarBuilder::from_backend(Box::new(files.open_weights()?), device.dtype, Device::Cpu);
+        Self::assemble(config, preprocess, tokenizer, device, dir, vb, host, layout).map_err(|e| {
+            match e {
+                ModelError::Compute(e) => ModelError::BadWeights {
+                    file: "the weights".into(),
+                    why: format!("{e} (does config.json belong to these weights?)"),
+                },
                 other => other,
-            })?;
-        let lm_head = (!config.text.tie_word_embeddings).then(|| vb.pp("lm_head"));
+            }
+        })
+    }
+
+    /// A model of `config`'s shape with random weights (for measuring speed), using the
+    /// tokenizer and preprocessor settings of the model folder `dir`.
+    pub fn random(config: ModelConfig, dir: &Path, device: ComputeDevice) -> Result<Self> {
+        let files = ModelFiles::locate(dir)?;
+        let preprocess = PreprocessConfig::load(&files.preprocessor_config)?;
+        let tokenizer = PromptTokenizer::load(&files.tokenizer)?;
+        let vb =
+            VarBuilder::from_backend(Box::new(RandomWeights), device.dtype, device.device.clone());
+        let host = VarBuilder::from_backend(Box::new(RandomWeights), device.dtype, Device::Cpu);
+        let layout = TensorLayout {
+            text: "model",
+            vision: "visual",
+        };
+        Self::assemble(config, preprocess, tokenizer, device, dir, vb, host, layout)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: ModelConfig,
+        preprocess: PreprocessConfig,
+        tokenizer: PromptTokenizer,
+        device: ComputeDevice,
+        dir: &Path,
+        vb: VarBuilder,
+        host: VarBuilder,
+        layout: TensorLayout,
+    ) -> Result<Self> {
+        let vision = VisionTower::new(&config.vision, vb.pp(layout.vision))?;
+        let lm_head = (!config.text.tie_word_embeddings).then(|| host.pp("lm_head"));
         let text = TextModel::new(
             &config.text,
             vb.pp(layout.text),
+            host.pp(layout.text),
             lm_head,
             tokenizer.ids.yes,
             tokenizer.ids.no,
-        )
-        .map_err(|e| match e {
-            ModelError::Compute(e) => wrap(e),
-            other => other,
-        })?;
+        )?;
         Ok(Reranker {
             config,
             preprocess,
@@ -259,6 +289,37 @@ impl Reranker {
                 logit_no: l[1],
             })
             .collect())
+    }
+
+    /// Waits for the device to finish queued work (for honest timings).
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.device.device.synchronize()?)
+    }
+
+    /// How many photos to judge together: one on the CPU; on a GPU as many as the free
+    /// memory holds at the largest resolution, up to 16.
+    pub fn suggested_batch(&self) -> usize {
+        const MAX_BATCH: usize = 16;
+        const RESERVE: u64 = 1 << 30;
+        let Some((free, _)) = self.device.memory() else {
+            return 1;
+        };
+        let per_photo = self.bytes_per_photo(self.preprocess.max_pixels);
+        (free.saturating_sub(RESERVE) / per_photo.max(1)).clamp(1, MAX_BATCH as u64) as usize
+    }
+
+    /// A generous estimate of the device memory one photo of `max_pixels` needs while it
+    /// is judged (activations of the larger tower plus one attention block).
+    pub fn bytes_per_photo(&self, max_pixels: usize) -> u64 {
+        let v = &self.config.vision;
+        let t = &self.config.text;
+        let bytes = self.device.dtype.size_in_bytes() as u64;
+        let tokens = (max_pixels / (v.resize_factor() * v.resize_factor())) as u64;
+        let patches = tokens * (v.spatial_merge_size * v.spatial_merge_size) as u64;
+        let vision = patches * (v.hidden_size as u64 * 8 + v.intermediate_size as u64 * 3) * bytes;
+        let seq = tokens + 160;
+        let text = seq * (t.hidden_size as u64 * 8 + t.intermediate_size as u64 * 3) * bytes;
+        vision.max(text) + (256 << 20)
     }
 
     /// Runs every kernel once on a small input so that the first photo of a ranking does

@@ -162,6 +162,8 @@ pub struct PrefixCache {
 
 /// The language model, with only the LM-head rows the score reads.
 pub struct TextModel {
+    /// Kept in host memory: a prompt reads a few dozen rows of it, and on a GPU the table
+    /// (152064 x 3584, 1.1 GB in bf16) would take memory the photos need.
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
@@ -174,17 +176,20 @@ pub struct TextModel {
 }
 
 impl TextModel {
-    /// Loads the model from `vb` (prefixed `model` or `model.language_model`); `lm_head`
-    /// is the LM head's builder, or `None` when the embeddings are tied to it.
+    /// Loads the model from `vb` (prefixed `model` or `model.language_model`). `host`
+    /// reads the same weights into host memory, for the embeddings and the LM head
+    /// (`lm_head` under it, or `None` when the embeddings are tied to it); only the LM
+    /// head's rows of `yes` and `no` go to the device.
     pub fn new(
         cfg: &TextConfig,
         vb: VarBuilder,
+        host: VarBuilder,
         lm_head: Option<VarBuilder>,
         yes: u32,
         no: u32,
     ) -> Result<Self> {
         let embed_tokens =
-            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, host.pp("embed_tokens"))?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -193,8 +198,8 @@ impl TextModel {
             Some(vb) => vb.get((cfg.vocab_size, cfg.hidden_size), "weight")?,
             None => embed_tokens.embeddings().clone(),
         };
-        let ids = Tensor::new(&[yes, no], vb.device())?;
-        let judge_rows = head.index_select(&ids, 0)?.contiguous()?;
+        let ids = Tensor::new(&[yes, no], head.device())?;
+        let judge_rows = head.index_select(&ids, 0)?.to_device(vb.device())?;
         let d = cfg.head_dim();
         let inv_freq = (0..d)
             .step_by(2)
@@ -213,14 +218,45 @@ impl TextModel {
     }
 
     /// Embeddings of `ids` (len) as (1, len, hidden), with the rows of `pad` tokens
-    /// replaced in order by `visual` tokens, when given.
+    /// replaced in order by `visual` tokens, when given. Only the text rows are looked up
+    /// in the (host) table and sent to the device.
     pub fn embed(&self, ids: &[u32], pad: u32, visual: Option<&Tensor>) -> Result<Tensor> {
-        let t = Tensor::new(ids, &self.device)?;
-        let mut x = self.embed_tokens.forward(&t)?;
-        if let Some(visual) = visual {
-            x = splice_rows(&x, ids, pad, visual)?;
+        let visual_rows = visual.map(|v| v.dim(0)).transpose()?.unwrap_or(0);
+        let text_ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id != pad || visual.is_none())
+            .collect();
+        let table = self.embed_tokens.embeddings();
+        let text = self
+            .embed_tokens
+            .forward(&Tensor::new(text_ids.as_slice(), table.device())?)?
+            .to_device(&self.device)?;
+        let Some(visual) = visual else {
+            return Ok(text.unsqueeze(0)?);
+        };
+        // Gather from [text rows; visual rows] in prompt order.
+        let n_text = text_ids.len() as u32;
+        let (mut t, mut v) = (0u32, 0u32);
+        let mut index = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if id == pad {
+                index.push(n_text + v);
+                v += 1;
+            } else {
+                index.push(t);
+                t += 1;
+            }
         }
-        Ok(x.unsqueeze(0)?)
+        if v as usize != visual_rows {
+            return Err(candle_core::Error::Msg(format!(
+                "the prompt has {v} image pads for {visual_rows} visual tokens"
+            ))
+            .into());
+        }
+        let all = Tensor::cat(&[&text, &visual.to_dtype(text.dtype())?], 0)?;
+        let index = Tensor::new(index.as_slice(), &self.device)?;
+        Ok(all.index_select(&index, 0)?.unsqueeze(0)?)
     }
 
     /// cos and sin of the M-RoPE angles, (len, head_dim / 2) in the model's dtype: the
@@ -317,30 +353,4 @@ fn causal_mask(len: usize, past: usize, device: &Device) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(mask, (1, 1, len, total), device)?)
-}
-
-/// `x` (len, hidden) with the rows where `ids` is `pad` replaced, in order, by `rows`.
-fn splice_rows(x: &Tensor, ids: &[u32], pad: u32, rows: &Tensor) -> Result<Tensor> {
-    let (len, _) = x.dims2()?;
-    let n = rows.dim(0)?;
-    // Gather from [x; rows]: index i for text, len + k for the k-th pad.
-    let mut index = Vec::with_capacity(len);
-    let mut k = 0u32;
-    for (i, &id) in ids.iter().enumerate() {
-        if id == pad && (k as usize) < n {
-            index.push(len as u32 + k);
-            k += 1;
-        } else {
-            index.push(i as u32);
-        }
-    }
-    if k as usize != n {
-        return Err(candle_core::Error::Msg(format!(
-            "the prompt has {k} image pads for {n} visual tokens"
-        ))
-        .into());
-    }
-    let all = Tensor::cat(&[x, &rows.to_dtype(x.dtype())?], 0)?;
-    let index = Tensor::new(index.as_slice(), x.device())?;
-    Ok(all.index_select(&index, 0)?)
 }

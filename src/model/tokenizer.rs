@@ -203,7 +203,9 @@ fn from_vocab_merges(
         let token = AddedToken::from(content.clone(), true)
             .normalized(false)
             .special(*special);
-        tokenizer.add_special_tokens([token]).map_err(|e| bad(e.to_string()))?;
+        tokenizer
+            .add_special_tokens([token])
+            .map_err(|e| bad(e.to_string()))?;
         if tokenizer.token_to_id(content) != Some(*id) {
             return Err(bad(format!(
                 "added token {content} should have id {id} but the vocabulary gives {:?}",

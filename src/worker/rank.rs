@@ -1,17 +1,16 @@
 //! One ranking, start to finish: prepare the query once, decode and resize photos on CPU
-//! threads ahead of the model, judge each photo, report every step. The window's
+//! threads ahead of the model, judge photos in batches, report every step. The window's
 //! inference thread and the command line both run rankings through [`run_ranking`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, bounded};
 
 use crate::library::decode_photo;
-use crate::model::preprocess::{preprocess, PreprocessConfig};
-use crate::model::{PhotoInput, PreparedQuery, QueryInput, Reranker};
+use crate::model::preprocess::{PreprocessConfig, preprocess};
+use crate::model::{PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
 
 /// What to rank.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,19 +35,33 @@ pub struct PhotoScore {
     pub input_size: (usize, usize),
     /// (width, height) as displayed.
     pub original_size: (usize, usize),
-    /// Time spent on this photo by the model (decoding excluded).
+    /// Model time for this photo (its share of its batch; decoding excluded).
     pub seconds: f64,
+    /// Of which in the vision tower.
+    pub vision_seconds: f64,
 }
 
 /// Progress of a ranking, reported after every step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RankEvent {
     /// The query is ready and `total` photos will be judged.
-    Started { total: usize, prefix_tokens: usize, query_tokens: Option<usize> },
+    Started {
+        total: usize,
+        prefix_tokens: usize,
+        query_tokens: Option<usize>,
+    },
     /// The model starts on photo `index` (into the request's list).
-    PhotoStarted { index: usize },
-    PhotoScored { index: usize, score: PhotoScore },
-    PhotoFailed { index: usize, reason: String },
+    PhotoStarted {
+        index: usize,
+    },
+    PhotoScored {
+        index: usize,
+        score: PhotoScore,
+    },
+    PhotoFailed {
+        index: usize,
+        reason: String,
+    },
 }
 
 /// How a ranking ended.
@@ -67,26 +80,52 @@ pub enum RankError {
     Model(#[from] crate::model::ModelError),
 }
 
+/// How the engine runs a ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankSettings {
+    /// Most photos judged together.
+    pub max_batch: usize,
+}
+
+impl RankSettings {
+    /// Batches sized for `model`'s device (one photo at a time on the CPU).
+    pub fn for_model(model: &Reranker) -> Self {
+        RankSettings {
+            max_batch: model.suggested_batch(),
+        }
+    }
+}
+
 /// Decodes and preprocesses one photo (on a CPU thread).
-pub fn load_photo(path: &Path, model: &Reranker, cfg: &PreprocessConfig) -> Result<PhotoInput, String> {
+pub fn load_photo(
+    path: &Path,
+    model: &Reranker,
+    cfg: &PreprocessConfig,
+) -> Result<PhotoInput, String> {
     let photo = decode_photo(path).map_err(|e| e.to_string())?;
     preprocess(&photo.image, &model.config.vision, cfg).map_err(|e| e.to_string())
 }
 
 /// Number of CPU threads decoding photos ahead of the model.
 fn decode_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
 }
 
 /// Runs `request` on `model`, calling `emit` after every step, until done or until
-/// `cancel` is set (checked between photos). Scores already reported stay valid.
+/// `cancel` is set (checked between batches). Scores already reported stay valid.
 pub fn run_ranking(
     model: &Reranker,
     request: &RankRequest,
+    settings: RankSettings,
     cancel: &AtomicBool,
     mut emit: impl FnMut(RankEvent),
 ) -> Result<RankOutcome, RankError> {
-    let cfg = model.preprocess.with_bounds(request.min_pixels, request.max_pixels);
+    let cfg = model
+        .preprocess
+        .with_bounds(request.min_pixels, request.max_pixels);
     let query = prepare(model, request, &cfg)?;
     emit(RankEvent::Started {
         total: request.photos.len(),
@@ -95,23 +134,23 @@ pub fn run_ranking(
     });
 
     let threads = decode_threads();
-    let (tx, rx) = bounded::<(usize, Result<PhotoInput, String>)>(threads * 2);
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let max_batch = settings.max_batch.max(1);
+    let (tx, rx) = bounded::<(usize, Result<PhotoInput, String>)>(threads + max_batch);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
         for t in 0..threads {
             let tx = tx.clone();
-            let next = Arc::clone(&next);
-            let stop = Arc::clone(&stop);
-            let cfg = &cfg;
+            let (next, stop, cfg) = (&next, &stop, &cfg);
             std::thread::Builder::new()
                 .name(format!("photo-decode-{t}"))
                 .spawn_scoped(scope, move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = request.photos.get(i) else { break };
-                        let input = load_photo(path, model, cfg);
-                        if tx.send((i, input)).is_err() {
+                        let Some(path) = request.photos.get(i) else {
+                            break;
+                        };
+                        if tx.send((i, load_photo(path, model, cfg))).is_err() {
                             break;
                         }
                     }
@@ -120,15 +159,26 @@ pub fn run_ranking(
         }
         drop(tx);
         let mut outcome = RankOutcome::Finished;
-        for (index, input) in rx.iter() {
+        while let Some(batch) = next_batch(&rx, max_batch) {
             if cancel.load(Ordering::Relaxed) {
                 outcome = RankOutcome::Cancelled;
                 break;
             }
-            emit(RankEvent::PhotoStarted { index });
-            match input.and_then(|input| judge_one(model, &query, &input)) {
-                Ok(score) => emit(RankEvent::PhotoScored { index, score }),
-                Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
+            let mut ready = Vec::with_capacity(batch.len());
+            for (index, input) in batch {
+                match input {
+                    Ok(input) => ready.push((index, input)),
+                    Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
+                }
+            }
+            for (index, _) in &ready {
+                emit(RankEvent::PhotoStarted { index: *index });
+            }
+            for (index, result) in judge_batch(model, &query, &ready) {
+                match result {
+                    Ok(score) => emit(RankEvent::PhotoScored { index, score }),
+                    Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
+                }
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -139,12 +189,33 @@ pub fn run_ranking(
     Ok(outcome)
 }
 
-fn prepare(model: &Reranker, request: &RankRequest, cfg: &PreprocessConfig) -> Result<PreparedQuery, RankError> {
+/// The next photos to judge: waits for one, then takes what is already decoded.
+fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let first = rx.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+fn prepare(
+    model: &Reranker,
+    request: &RankRequest,
+    cfg: &PreprocessConfig,
+) -> Result<PreparedQuery, RankError> {
     let image = match &request.query_image {
-        Some(path) => Some(load_photo(path, model, cfg).map_err(|reason| RankError::QueryImage {
-            path: path.clone(),
-            reason,
-        })?),
+        Some(path) => {
+            Some(
+                load_photo(path, model, cfg).map_err(|reason| RankError::QueryImage {
+                    path: path.clone(),
+                    reason,
+                })?,
+            )
+        }
         None => None,
     };
     let input = QueryInput {
@@ -154,17 +225,81 @@ fn prepare(model: &Reranker, request: &RankRequest, cfg: &PreprocessConfig) -> R
     Ok(model.prepare_query(&request.instruction, &input)?)
 }
 
-fn judge_one(model: &Reranker, query: &PreparedQuery, input: &PhotoInput) -> Result<PhotoScore, String> {
+/// Judges decoded photos together; if the batch fails (out of memory, say), each photo is
+/// retried alone so that one bad photo costs only itself.
+fn judge_batch(
+    model: &Reranker,
+    query: &PreparedQuery,
+    photos: &[(usize, PhotoInput)],
+) -> Vec<(usize, Result<PhotoScore, String>)> {
+    if photos.is_empty() {
+        return Vec::new();
+    }
+    match judge_together(model, query, photos) {
+        Ok(scores) => photos
+            .iter()
+            .map(|(i, _)| *i)
+            .zip(scores.into_iter().map(Ok))
+            .collect(),
+        Err(_) if photos.len() > 1 => photos
+            .iter()
+            .map(|p| {
+                let one =
+                    judge_together(model, query, std::slice::from_ref(p)).map(|mut s| s.remove(0));
+                (p.0, one)
+            })
+            .collect(),
+        Err(e) => vec![(photos[0].0, Err(e))],
+    }
+}
+
+fn judge_together(
+    model: &Reranker,
+    query: &PreparedQuery,
+    photos: &[(usize, PhotoInput)],
+) -> Result<Vec<PhotoScore>, String> {
     let start = Instant::now();
-    let tokens = model.encode_photos(&[input]).map_err(|e| e.to_string())?.remove(0);
-    let judgement = model.judge(query, &tokens).map_err(|e| e.to_string())?;
-    Ok(PhotoScore {
-        score: judgement.score(),
-        logit_yes: judgement.logit_yes,
-        logit_no: judgement.logit_no,
-        visual_tokens: tokens.count(),
-        input_size: input.input_size,
-        original_size: input.original_size,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let inputs: Vec<&PhotoInput> = photos.iter().map(|(_, p)| p).collect();
+    let tokens = model.encode_photos(&inputs).map_err(|e| e.to_string())?;
+    model.synchronize().map_err(|e| e.to_string())?;
+    let vision = start.elapsed();
+    // Photos of the same grid share one language-model batch.
+    let mut judgements = vec![None; photos.len()];
+    let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == t.merged) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((t.merged, vec![i])),
+        }
+    }
+    for (_, members) in &groups {
+        let group: Vec<&VisualTokens> = members.iter().map(|&i| &tokens[i]).collect();
+        let out = model
+            .judge_batch(query, &group)
+            .map_err(|e| e.to_string())?;
+        for (&i, j) in members.iter().zip(out) {
+            judgements[i] = Some(j);
+        }
+    }
+    model.synchronize().map_err(|e| e.to_string())?;
+    let per_photo = |d: Duration| d.as_secs_f64() / photos.len() as f64;
+    let total = start.elapsed();
+    Ok(photos
+        .iter()
+        .zip(judgements)
+        .zip(&tokens)
+        .map(|(((_, input), j), t)| {
+            let j = j.expect("every photo is in a group");
+            PhotoScore {
+                score: j.score(),
+                logit_yes: j.logit_yes,
+                logit_no: j.logit_no,
+                visual_tokens: t.count(),
+                input_size: input.input_size,
+                original_size: input.original_size,
+                seconds: per_photo(total),
+                vision_seconds: per_photo(vision),
+            }
+        })
+        .collect())
 }
