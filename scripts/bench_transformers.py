@@ -93,8 +93,10 @@ def random_model(device: str):
     config = Qwen2_5_VLConfig(**LYCHEE_7B)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    torch.set_default_dtype(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("ln_q.weight"):
@@ -148,15 +150,16 @@ def main() -> None:
     ap.add_argument("--photo-dir", type=Path, help="write the photos here and keep them")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    device = "cuda"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = device == "cuda"
 
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     t0 = time.perf_counter()
     if args.model:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            args.model, dtype=torch.bfloat16, attn_implementation="sdpa", device_map=device
-        ).eval()
+            args.model, dtype=torch.bfloat16 if cuda else torch.float32, attn_implementation="sdpa"
+        ).to(device).eval()
         processor_dir = args.model
         model_name = str(args.model)
     else:
@@ -185,19 +188,22 @@ def main() -> None:
 
     # warm-up (kernels, cuBLAS handles, allocator)
     run_batch(photos[:1])
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
 
     results = []
     for b in [int(v) for v in args.batches.split(",")]:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         try:
             start = time.perf_counter()
             first = None
             logits = []
             for i in range(0, len(photos), b):
                 ys, ns, grid = run_batch(photos[i : i + b])
-                torch.cuda.synchronize()
+                if cuda:
+                    torch.cuda.synchronize()
                 first = first or (time.perf_counter() - start)
                 logits.extend(zip(ys, ns))
             wall = time.perf_counter() - start
@@ -209,7 +215,7 @@ def main() -> None:
             "impl": "transformers",
             "transformers": __import__("transformers").__version__,
             "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(0),
+            "device": torch.cuda.get_device_name(0) if cuda else "CPU",
             "dtype": "bf16",
             "attention": "sdpa",
             "model": model_name,
@@ -221,8 +227,8 @@ def main() -> None:
             "ms_per_photo": 1e3 * wall / len(photos),
             "first_score_ms": 1e3 * first,
             "load_s": load_s,
-            "gpu_mib_peak_allocated": torch.cuda.max_memory_allocated() >> 20,
-            "gpu_mib_peak_reserved": torch.cuda.max_memory_reserved() >> 20,
+            "gpu_mib_peak_allocated": torch.cuda.max_memory_allocated() >> 20 if cuda else None,
+            "gpu_mib_peak_reserved": torch.cuda.max_memory_reserved() >> 20 if cuda else None,
         }
         print(json.dumps(row), flush=True)
         results.append(row)

@@ -41,8 +41,8 @@ def main() -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        args.model, dtype=dtype, attn_implementation=args.attn, device_map=device
-    ).eval()
+        args.model, dtype=dtype, attn_implementation=args.attn
+    ).to(device).eval()
     pre = json.loads((args.model / "preprocessor_config.json").read_text())
     max_pixels = min(args.max_pixels, pre.get("max_pixels", args.max_pixels))
     processor = AutoProcessor.from_pretrained(args.model, max_pixels=max_pixels)

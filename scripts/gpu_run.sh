@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One GPU session: correctness of the CUDA build against transformers and the side-by-side
+# benchmark, on the GPU machine (CUDA 13 driver, PyTorch + transformers, no Rust, no
+# network). The CUDA binary is built here with ../shared/tools/cuda-build.sh, stripped,
+# compressed to .gpu/lychee-rerank.xz and carried:
+#
+#   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda
+#   mkdir -p .gpu && strip -o .gpu/lychee-rerank target/cuda/release/lychee-rerank && xz -f .gpu/lychee-rerank
+#   (device) bash scripts/gpu_run.sh [steps...]      # steps: tiny bench7b parity7b (default: all)
+#
+# Everything it measures lands in $OUT (or ./gpu-out): JSON lines per step and log.txt.
+set -u
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+BIN=/tmp/lychee-rerank
+[ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
+STEPS=${*:-tiny bench7b parity7b}
+QUERY="a red umbrella on a sunny beach"
+PHOTOS=${PHOTOS:-64}
+R7B=/tmp/rand7b
+P7B=/tmp/photos7b
+step() { echo; echo "=== $* ($(date +%T))"; }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+step machine
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+
+if has tiny; then
+  step "tiny fixture: candle f32 / bf16 and transformers f32 / bf16 on the GPU"
+  for dt in f32 bf16; do
+    timeout 120 "$BIN" rank --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" --json tests/fixtures/photos > "$OUT/tiny_candle_$dt.jsonl"
+    timeout 180 python3 scripts/reference_scores.py --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" tests/fixtures/photos > "$OUT/tiny_tf_$dt.jsonl"
+  done
+  for dt in f32 bf16; do
+    python3 scripts/compare_scores.py "$OUT/tiny_candle_$dt.jsonl" "$OUT/tiny_tf_$dt.jsonl" --label "tiny $dt: candle vs transformers"
+  done
+  python3 scripts/compare_scores.py "$OUT/tiny_candle_bf16.jsonl" "$OUT/tiny_tf_f32.jsonl" --label "tiny: candle bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$OUT/tiny_tf_bf16.jsonl" "$OUT/tiny_tf_f32.jsonl" --label "tiny: transformers bf16 vs transformers f32"
+fi
+
+if has bench7b; then
+  step "transformers, random 7B-shaped weights (saved to $R7B for candle)"
+  rm -rf "$R7B" "$P7B"
+  timeout 420 python3 scripts/bench_transformers.py --save-random "$R7B" --photo-dir "$P7B" --photos "$PHOTOS" \
+    --batches 1,2,4,8,16 --json "$OUT/bench_transformers.json" | tee "$OUT/bench_transformers.jsonl"
+  step "candle, the same weights and photo size"
+  for b in ${BATCHES:-1 4 8}; do
+    timeout 300 "$BIN" bench --model "$R7B" --photos "$PHOTOS" --batch "$b" --json "$OUT/bench_candle_b$b.json"
+  done
+fi
+
+if has parity7b; then
+  step "random 7B-shaped weights: candle bf16 vs transformers bf16 on the same photos"
+  N=${PARITY_PHOTOS:-16}
+  mkdir -p /tmp/p7b-sub && ls "$P7B"/*.jpg | head -n "$N" | xargs -I{} cp {} /tmp/p7b-sub/
+  timeout 300 "$BIN" rank --model "$R7B" --query "$QUERY" --json /tmp/p7b-sub > "$OUT/7b_candle_bf16.jsonl"
+  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype bf16 --query "$QUERY" /tmp/p7b-sub > "$OUT/7b_tf_bf16.jsonl"
+  python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_bf16.jsonl" --label "7B random: candle bf16 vs transformers bf16"
+fi
+step done
