@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Number format: bf16 or f32.
     #[arg(long, value_parser = ["bf16", "f32"])]
     pub dtype: Option<String>,
+    /// Time single tensor operations at the model's shapes instead.
+    #[arg(long, hide = true)]
+    pub ops: bool,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -113,6 +116,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
+    if args.ops {
+        eprintln!(
+            "single operations on {} ({})",
+            device.name,
+            device.dtype_name()
+        );
+        return Ok(super::ops::run(&device.device, device.dtype)?);
+    }
     let device_name = device.name.clone();
     let dtype = device.dtype_name();
     let load_start = Instant::now();
@@ -151,6 +162,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "{} photos of {}x{} on {device_name} ({dtype}), batches of up to {}",
         args.photos, size.0, size.1, settings.max_batch
     );
+    crate::model::profile::reset();
     let start = Instant::now();
     let mut first_score = None;
     let mut last_score = start;
@@ -208,6 +220,20 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "gpu_mib_peak_sampled": (peak_used > 0).then_some(peak_used >> 20),
     });
     println!("{report}");
+    let profile = crate::model::profile::report();
+    if !profile.is_empty() {
+        eprintln!(
+            "{:<22} {:>10} {:>8} {:>10}",
+            "stage", "total ms", "calls", "ms/photo"
+        );
+        for (name, total, calls) in profile {
+            let ms = total.as_secs_f64() * 1e3;
+            eprintln!(
+                "{name:<22} {ms:>10.1} {calls:>8} {:>10.2}",
+                ms / scored as f64
+            );
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, format!("{report}\n"))
             .with_context(|| format!("writing {}", path.display()))?;

@@ -2,6 +2,7 @@
 //! given as arguments); `rank` ranks from a shell.
 
 pub mod bench;
+pub mod ops;
 pub mod rank;
 
 use std::path::PathBuf;

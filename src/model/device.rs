@@ -43,6 +43,12 @@ impl ComputeDevice {
     fn select_gpu() -> (Self, Option<String>) {
         match Device::new_cuda(0) {
             Ok(device) => {
+                if let Device::Cuda(cuda) = &device {
+                    // SAFETY: all model work runs on this device's one stream, so the
+                    // cross-stream events that tracking records are never needed; they cost
+                    // time on every kernel launch.
+                    unsafe { cuda.disable_event_tracking() };
+                }
                 let name = gpu_name().unwrap_or_else(|| "CUDA GPU 0".into());
                 (
                     ComputeDevice {

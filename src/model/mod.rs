@@ -11,7 +11,11 @@ pub mod attention;
 pub mod config;
 pub mod device;
 pub mod files;
+pub mod fused;
+#[cfg(feature = "cuda")]
+pub mod kernels;
 pub mod preprocess;
+pub mod profile;
 pub mod prompt;
 pub mod random;
 pub mod reranker;

@@ -138,10 +138,11 @@ impl Reranker {
     }
 
     /// A model of `config`'s shape with random weights (for measuring speed), using the
-    /// tokenizer and preprocessor settings of the model folder `dir`.
+    /// tokenizer of the model folder `dir` and Qwen2VLImageProcessor's default resolution
+    /// (the model card's 1280 visual tokens at most).
     pub fn random(config: ModelConfig, dir: &Path, device: ComputeDevice) -> Result<Self> {
         let files = ModelFiles::locate(dir)?;
-        let preprocess = PreprocessConfig::load(&files.preprocessor_config)?;
+        let preprocess = PreprocessConfig::default();
         let tokenizer = PromptTokenizer::load(&files.tokenizer)?;
         let vb =
             VarBuilder::from_backend(Box::new(RandomWeights), device.dtype, device.device.clone());
@@ -229,8 +230,14 @@ impl Reranker {
             values.extend_from_slice(&p.pixel_values);
         }
         let rows = values.len() / row;
-        let pixels = Tensor::from_vec(values, (rows, row), &self.device.device)?
-            .to_dtype(self.device.dtype)?;
+        let pixels = super::profile::stage(
+            "vision.upload",
+            &self.device.device,
+            || -> Result<Tensor> {
+                Ok(Tensor::from_vec(values, (rows, row), &self.device.device)?
+                    .to_dtype(self.device.dtype)?)
+            },
+        )?;
         let grids: Vec<_> = photos.iter().map(|p| (p.grid_h, p.grid_w)).collect();
         let tokens = self.vision.forward(&pixels, &grids)?;
         let counts: Vec<_> = photos.iter().map(|p| p.visual_tokens(merge)).collect();
@@ -275,11 +282,14 @@ impl Reranker {
         let pad = self.tokenizer.ids.image_pad;
         let ids = expand_pads(&query.suffix_ids, pad, &[first.count()]);
         let (positions, _) = Positions::of(&ids, pad, &[first.merged], query.cache.next_position);
-        let embeds = photos
-            .iter()
-            .map(|p| self.text.embed(&ids, pad, Some(&p.tokens)))
-            .collect::<Result<Vec<_>>>()?;
-        let embeds = Tensor::cat(&embeds, 0)?;
+        let embeds =
+            super::profile::stage("text.embed", &self.device.device, || -> Result<Tensor> {
+                let embeds = photos
+                    .iter()
+                    .map(|p| self.text.embed(&ids, pad, Some(&p.tokens)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&embeds, 0)?)
+            })?;
         let logits = self.text.score_suffix(&query.cache, &embeds, &positions)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         Ok(logits

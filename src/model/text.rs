@@ -6,11 +6,13 @@
 //! state of the last position times the LM-head rows of "yes" and "no".
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::Result;
-use super::attention::{GatedMlp, RmsNorm, attention};
+use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::TextConfig;
+use super::fused::ScoreMask;
+use super::profile::stage;
 use super::prompt::Positions;
 
 struct Attention {
@@ -28,10 +30,10 @@ impl Attention {
         let d = cfg.head_dim();
         let h = cfg.hidden_size;
         Ok(Attention {
-            q: candle_nn::linear(h, cfg.num_attention_heads * d, vb.pp("q_proj"))?,
-            k: candle_nn::linear(h, cfg.num_key_value_heads * d, vb.pp("k_proj"))?,
-            v: candle_nn::linear(h, cfg.num_key_value_heads * d, vb.pp("v_proj"))?,
-            o: candle_nn::linear_no_bias(cfg.num_attention_heads * d, h, vb.pp("o_proj"))?,
+            q: Linear::new(h, cfg.num_attention_heads * d, true, vb.pp("q_proj"))?,
+            k: Linear::new(h, cfg.num_key_value_heads * d, true, vb.pp("k_proj"))?,
+            v: Linear::new(h, cfg.num_key_value_heads * d, true, vb.pp("v_proj"))?,
+            o: Linear::new(cfg.num_attention_heads * d, h, false, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -45,7 +47,6 @@ impl Attention {
         x: &Tensor,
         rope: &(Tensor, Tensor),
         past: Option<&(Tensor, Tensor)>,
-        mask: Option<&Tensor>,
         last_only: bool,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (b, len, _) = x.dims3()?;
@@ -54,55 +55,69 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(self.q.forward(x)?, self.heads)?;
-        let k = split(self.k.forward(x)?, self.kv_heads)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &rope.0, &rope.1)?;
-        let k = candle_nn::rotary_emb::rope(&k, &rope.0, &rope.1)?;
-        let (k_all, v_all) = match past {
-            Some((pk, pv)) => (
-                Tensor::cat(
-                    &[
-                        &pk.broadcast_as((b, self.kv_heads, pk.dim(2)?, self.head_dim))?,
-                        &k,
-                    ],
-                    2,
-                )?,
-                Tensor::cat(
-                    &[
-                        &pv.broadcast_as((b, self.kv_heads, pv.dim(2)?, self.head_dim))?,
-                        &v,
-                    ],
-                    2,
-                )?,
-            ),
-            None => (k.clone(), v.clone()),
-        };
-        let rep = self.heads / self.kv_heads;
-        let k_all = candle_transformers::utils::repeat_kv(k_all, rep)?;
-        let v_all = candle_transformers::utils::repeat_kv(v_all, rep)?;
-        // In the last layer only the last position matters.
-        let (q, mask) = if last_only {
-            let mask = match mask {
-                Some(m) => Some(m.narrow(2, m.dim(2)? - 1, 1)?),
-                None => None,
+        let dev = x.device();
+        let (q, k, v) = stage("text.attn.qkv", dev, || -> Result<_> {
+            Ok((
+                split(self.q.forward(x)?, self.heads)?,
+                split(self.k.forward(x)?, self.kv_heads)?,
+                split(self.v.forward(x)?, self.kv_heads)?,
+            ))
+        })?;
+        let (q, k) = stage("text.attn.rope", dev, || -> Result<_> {
+            Ok((
+                candle_nn::rotary_emb::rope(&q, &rope.0, &rope.1)?,
+                candle_nn::rotary_emb::rope(&k, &rope.0, &rope.1)?,
+            ))
+        })?;
+        let (k_all, v_all) = stage("text.attn.kv", dev, || -> Result<_> {
+            let (k_all, v_all) = match past {
+                Some((pk, pv)) => (
+                    Tensor::cat(
+                        &[
+                            &pk.broadcast_as((b, self.kv_heads, pk.dim(2)?, self.head_dim))?,
+                            &k,
+                        ],
+                        2,
+                    )?,
+                    Tensor::cat(
+                        &[
+                            &pv.broadcast_as((b, self.kv_heads, pv.dim(2)?, self.head_dim))?,
+                            &v,
+                        ],
+                        2,
+                    )?,
+                ),
+                None => (k.clone(), v.clone()),
             };
-            (q.narrow(2, len - 1, 1)?, mask)
+            let rep = self.heads / self.kv_heads;
+            Ok((
+                candle_transformers::utils::repeat_kv(k_all, rep)?,
+                candle_transformers::utils::repeat_kv(v_all, rep)?,
+            ))
+        })?;
+        // In the last layer only the last position matters.
+        let q = if last_only {
+            q.narrow(2, len - 1, 1)?
         } else {
-            (q, mask.cloned())
+            q
         };
-        let out = attention(
-            &q,
-            &k_all,
-            &v_all,
-            mask.as_ref(),
-            (self.head_dim as f64).powf(-0.5),
-        )?;
-        let q_len = out.dim(2)?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, q_len, self.heads * self.head_dim))?;
-        Ok((self.o.forward(&out)?, (k, v)))
+        let out = stage("text.attn.core", dev, || {
+            attention(
+                &q,
+                &k_all,
+                &v_all,
+                ScoreMask::Causal,
+                (self.head_dim as f64).powf(-0.5),
+            )
+        })?;
+        let out = stage("text.attn.out", dev, || -> Result<Tensor> {
+            let q_len = out.dim(2)?;
+            let out = out
+                .transpose(1, 2)?
+                .reshape((b, q_len, self.heads * self.head_dim))?;
+            self.o.forward(&out)
+        })?;
+        Ok((out, (k, v)))
     }
 }
 
@@ -132,19 +147,22 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &(Tensor, Tensor),
         past: Option<&(Tensor, Tensor)>,
-        mask: Option<&Tensor>,
         last_only: bool,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
-        let (attn, kv) =
+        let dev = x.device();
+        let (attn, kv) = stage("text.attention", dev, || {
             self.attn
-                .forward(&self.input_norm.forward(x)?, rope, past, mask, last_only)?;
+                .forward(&self.input_norm.forward(x)?, rope, past, last_only)
+        })?;
         let residual = if last_only {
             x.narrow(1, x.dim(1)? - 1, 1)?
         } else {
             x.clone()
         };
         let x = (residual + attn)?;
-        let x = (&x + self.mlp.forward(&self.post_norm.forward(&x)?)?)?;
+        let x = stage("text.mlp", dev, || -> Result<Tensor> {
+            Ok((&x + self.mlp.forward(&self.post_norm.forward(&x)?)?)?)
+        })?;
         Ok((x, kv))
     }
 }
@@ -298,11 +316,10 @@ impl TextModel {
     ) -> Result<PrefixCache> {
         let len = embeds.dim(1)?;
         let rope = self.rope_tables(positions)?;
-        let mask = causal_mask(len, 0, &self.device)?;
         let mut x = embeds.clone();
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (out, kv) = layer.forward(&x, &rope, None, Some(&mask), false)?;
+            let (out, kv) = layer.forward(&x, &rope, None, false)?;
             layers.push(kv);
             x = out;
         }
@@ -321,14 +338,12 @@ impl TextModel {
         embeds: &Tensor,
         positions: &Positions,
     ) -> Result<Tensor> {
-        let len = embeds.dim(1)?;
-        let rope = self.rope_tables(positions)?;
-        let mask = causal_mask(len, prefix.len, &self.device)?;
+        let rope = stage("text.rope", &self.device, || self.rope_tables(positions))?;
         let mut x = embeds.clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let past = prefix.layers.get(i);
-            x = layer.forward(&x, &rope, past, Some(&mask), i == last)?.0;
+            x = layer.forward(&x, &rope, past, i == last)?.0;
         }
         let h = self.norm.forward(&x)?.squeeze(1)?; // (batch, hidden)
         let logits = h
@@ -336,21 +351,4 @@ impl TextModel {
             .matmul(&self.judge_rows.to_dtype(DType::F32)?.t()?)?;
         Ok(logits)
     }
-}
-
-/// Additive causal mask (1, 1, len, past + len) in f32: row i sees keys 0 ..= past + i.
-fn causal_mask(len: usize, past: usize, device: &Device) -> Result<Tensor> {
-    let total = past + len;
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j <= past + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (1, 1, len, total), device)?)
 }

@@ -3,12 +3,14 @@
 //! and the merger that turns each 2x2 block of patches into one visual token of the
 //! language model's width. Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel`.
 
-use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{D, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use super::Result;
-use super::attention::{GatedMlp, RmsNorm, attention};
+use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::VisionConfig;
+use super::fused::{self, ScoreMask};
+use super::profile::stage;
 
 /// RMSNorm epsilon of every vision norm (hard-coded in transformers).
 const VISION_NORM_EPS: f64 = 1e-6;
@@ -16,7 +18,10 @@ const VISION_NORM_EPS: f64 = 1e-6;
 struct VisionBlock {
     norm1: RmsNorm,
     norm2: RmsNorm,
-    qkv: Linear,
+    /// The checkpoint's fused `qkv` split in three, so that each comes out contiguous.
+    q: Linear,
+    k: Linear,
+    v: Linear,
     proj: Linear,
     mlp: GatedMlp,
     num_heads: usize,
@@ -26,11 +31,21 @@ struct VisionBlock {
 impl VisionBlock {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
+        let qkv = vb.pp("attn.qkv");
+        let (w, b) = (qkv.get((3 * h, h), "weight")?, qkv.get(3 * h, "bias")?);
+        let part = |i: usize| -> Result<Linear> {
+            Ok(Linear::from_parts(
+                w.narrow(0, i * h, h)?.contiguous()?,
+                Some(b.narrow(0, i * h, h)?.contiguous()?),
+            ))
+        };
         Ok(VisionBlock {
             norm1: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm1"))?,
             norm2: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm2"))?,
-            qkv: candle_nn::linear(h, 3 * h, vb.pp("attn.qkv"))?,
-            proj: candle_nn::linear(h, h, vb.pp("attn.proj"))?,
+            q: part(0)?,
+            k: part(1)?,
+            v: part(2)?,
+            proj: Linear::new(h, h, true, vb.pp("attn.proj"))?,
             mlp: GatedMlp::new(h, cfg.intermediate_size, true, vb.pp("mlp"))?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
@@ -39,24 +54,38 @@ impl VisionBlock {
 
     fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), segments: &Segments) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let qkv = self
-            .qkv
-            .forward(&self.norm1.forward(x)?)?
-            .reshape((n, 3, self.num_heads, self.head_dim))?
-            .permute((1, 2, 0, 3))?; // (3, heads, n, dim)
-        let dtype = x.dtype();
-        // Rotary in f32, as transformers applies it.
-        let rotate = |t: Tensor| -> Result<Tensor> {
-            let t = t.to_dtype(DType::F32)?.unsqueeze(0)?.contiguous()?;
-            Ok(candle_nn::rotary_emb::rope(&t, &rope.0, &rope.1)?.to_dtype(dtype)?)
+        let dev = x.device();
+        let shape = (n, self.num_heads, self.head_dim);
+        let (q, k, v) = stage("vision.qkv", dev, || -> Result<_> {
+            let normed = self.norm1.forward(x)?;
+            Ok((
+                self.q.forward(&normed)?.reshape(shape)?,
+                self.k.forward(&normed)?.reshape(shape)?,
+                self.v.forward(&normed)?.reshape(shape)?,
+            ))
+        })?;
+        // Rotary in f32, as transformers applies it to the vision tower.
+        let (q, k) = stage("vision.rope", dev, || -> Result<_> {
+            Ok((
+                fused::rope_rows(&q, &rope.0, &rope.1)?,
+                fused::rope_rows(&k, &rope.0, &rope.1)?,
+            ))
+        })?;
+        let name = if segments.count == 1 {
+            "vision.attn_full"
+        } else {
+            "vision.attn_window"
         };
-        let q = rotate(qkv.get(0)?)?;
-        let k = rotate(qkv.get(1)?)?;
-        let v = qkv.get(2)?.unsqueeze(0)?;
-        let attended = segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))?;
-        let x = (x + self.proj.forward(&attended)?)?;
-        let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        Ok((x + mlp)?)
+        let attended = stage(name, dev, || {
+            segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))
+        })?;
+        let x = stage("vision.proj", dev, || -> Result<Tensor> {
+            Ok((x + self.proj.forward(&attended)?)?)
+        })?;
+        stage("vision.mlp", dev, || -> Result<Tensor> {
+            let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
+            Ok((&x + mlp)?)
+        })
     }
 }
 
@@ -72,8 +101,8 @@ impl PatchMerger {
         let merged_width = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
         Ok(PatchMerger {
             ln_q: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
-            fc1: candle_nn::linear(merged_width, merged_width, vb.pp("mlp.0"))?,
-            fc2: candle_nn::linear(merged_width, cfg.out_hidden_size, vb.pp("mlp.2"))?,
+            fc1: Linear::new(merged_width, merged_width, true, vb.pp("mlp.0"))?,
+            fc2: Linear::new(merged_width, cfg.out_hidden_size, true, vb.pp("mlp.2"))?,
             merged_width,
         })
     }
@@ -135,25 +164,27 @@ impl VisionTower {
     /// (grid_h, grid_w) in patches. Returns (merged tokens, out_hidden_size), images in order.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
         let device = pixel_values.device();
-        let layout = WindowLayout::new(&self.cfg, grids);
-        let n = layout.rows();
         let unit = self.cfg.spatial_merge_size * self.cfg.spatial_merge_size;
-
-        let x = pixel_values.matmul(&self.patch_embed.t()?)?;
-        let order = Tensor::from_vec(
-            layout.window_index.clone(),
-            layout.window_index.len(),
-            device,
-        )?;
-        let hidden = x.dim(1)?;
-        let mut x = x
-            .reshape((n / unit, unit * hidden))?
-            .index_select(&order, 0)?
-            .reshape((n, hidden))?;
-
-        let rope = self.rope_tables(&layout, device)?;
-        let windows = Segments::new(&layout.window_bounds, device)?;
-        let full = Segments::new(&layout.image_bounds, device)?;
+        let (mut x, layout, rope, windows, full) =
+            stage("vision.prepare", device, || -> Result<_> {
+                let layout = WindowLayout::new(&self.cfg, grids);
+                let n = layout.rows();
+                let x = pixel_values.matmul(&self.patch_embed.t()?)?;
+                let order = Tensor::from_vec(
+                    layout.window_index.clone(),
+                    layout.window_index.len(),
+                    device,
+                )?;
+                let hidden = x.dim(1)?;
+                let x = x
+                    .reshape((n / unit, unit * hidden))?
+                    .index_select(&order, 0)?
+                    .reshape((n, hidden))?;
+                let rope = self.rope_tables(&layout, device)?;
+                let windows = Segments::new(&layout.window_bounds, device)?;
+                let full = Segments::new(&layout.image_bounds, device)?;
+                Ok((x, layout, rope, windows, full))
+            })?;
         for (i, block) in self.blocks.iter().enumerate() {
             let segments = if self.cfg.fullatt_block_indexes.contains(&i) {
                 &full
@@ -162,9 +193,11 @@ impl VisionTower {
             };
             x = block.forward(&x, &rope, segments)?;
         }
-        let merged = self.merger.forward(&x)?;
-        let back = Tensor::from_vec(layout.reverse_index(), layout.window_index.len(), device)?;
-        Ok(merged.index_select(&back, 0)?)
+        stage("vision.merger", device, || -> Result<Tensor> {
+            let merged = self.merger.forward(&x)?;
+            let back = Tensor::from_vec(layout.reverse_index(), layout.window_index.len(), device)?;
+            Ok(merged.index_select(&back, 0)?)
+        })
     }
 
     /// cos and sin of the rotary angles of every patch row (in window order), f32,
@@ -276,73 +309,112 @@ impl WindowLayout {
 
 /// Attention restricted to contiguous segments of rows (windows or whole images): rows are
 /// gathered into a padded batch of segments, attention runs with the padding masked, and
-/// the real rows are scattered back.
+/// the real rows are scattered back. A single segment needs neither step.
 struct Segments {
+    /// Segment boundaries in rows (segments + 1, u32, on the device).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    bounds: Tensor,
     /// Rows of the padded batch (padding points at row 0 and is masked as a key).
-    gather: Tensor,
+    gather: Option<Tensor>,
     /// For each row, its place in the padded batch.
-    scatter: Tensor,
-    /// Additive key mask (segments, 1, 1, longest) when segments differ in length.
-    mask: Option<Tensor>,
+    scatter: Option<Tensor>,
+    /// Real rows per segment, on the host and on the device (u32).
+    lengths: Vec<u32>,
+    lengths_device: Tensor,
     count: usize,
     longest: usize,
 }
 
 impl Segments {
     fn new(bounds: &[usize], device: &Device) -> Result<Self> {
-        let lengths: Vec<usize> = bounds.windows(2).map(|b| b[1] - b[0]).collect();
+        let lengths: Vec<u32> = bounds.windows(2).map(|b| (b[1] - b[0]) as u32).collect();
         let count = lengths.len();
-        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let longest = lengths.iter().copied().max().unwrap_or(0) as usize;
+        let lengths_device = Tensor::new(lengths.as_slice(), device)?;
+        let bound_values: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
+        let bounds_device = Tensor::new(bound_values.as_slice(), device)?;
+        if count == 1 {
+            return Ok(Segments {
+                bounds: bounds_device,
+                gather: None,
+                scatter: None,
+                lengths,
+                lengths_device,
+                count,
+                longest,
+            });
+        }
         let mut gather = Vec::with_capacity(count * longest);
         let mut scatter = Vec::with_capacity(*bounds.last().unwrap_or(&0));
-        let mut mask = Vec::with_capacity(count * longest);
         for (s, &len) in lengths.iter().enumerate() {
             for j in 0..longest {
-                let real = j < len;
+                let real = j < len as usize;
                 gather.push(if real { (bounds[s] + j) as u32 } else { 0 });
-                mask.push(if real { 0.0f32 } else { f32::NEG_INFINITY });
                 if real {
                     scatter.push((s * longest + j) as u32);
                 }
             }
         }
-        let uneven = lengths.iter().any(|&l| l != longest);
         Ok(Segments {
-            gather: Tensor::from_vec(gather, count * longest, device)?,
-            scatter: Tensor::from_vec(scatter.clone(), scatter.len(), device)?,
-            mask: if uneven {
-                Some(Tensor::from_vec(mask, (count, 1, 1, longest), device)?)
-            } else {
-                None
-            },
+            bounds: bounds_device,
+            gather: Some(Tensor::from_vec(gather, count * longest, device)?),
+            scatter: Some(Tensor::from_vec(scatter.clone(), scatter.len(), device)?),
+            lengths,
+            lengths_device,
             count,
             longest,
         })
     }
 
-    /// `q`, `k`, `v`: (1, heads, rows, dim). Returns (rows, heads * dim).
+    /// `q`, `k`, `v`: (rows, heads, dim). Returns (rows, heads * dim).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-        let (_, heads, _, dim) = q.dims4()?;
+        let (rows, heads, dim) = q.dims3()?;
+        // Short segments (the windows) run as one fused kernel on CUDA.
+        #[cfg(feature = "cuda")]
+        if self.count > 1
+            && q.device().is_cuda()
+            && super::kernels::segment_attention_fits(self.longest, dim, q.dtype())
+            && q.is_contiguous()
+            && k.is_contiguous()
+            && v.is_contiguous()
+        {
+            let out = super::kernels::segment_attention(
+                q,
+                k,
+                v,
+                &self.bounds,
+                self.longest,
+                scale as f32,
+            )?;
+            return Ok(out.reshape((rows, heads * dim))?);
+        }
         let batch = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.index_select(&self.gather, 2)?
-                .reshape((heads, self.count, self.longest, dim))?
-                .transpose(0, 1)?)
+            let t = t.reshape((rows, heads * dim))?;
+            let t = match &self.gather {
+                Some(g) => t.index_select(g, 0)?,
+                None => t,
+            };
+            Ok(t.reshape((self.count, self.longest, heads, dim))?
+                .transpose(1, 2)?)
         };
-        let out = attention(
-            &batch(q)?,
-            &batch(k)?,
-            &batch(v)?,
-            self.mask.as_ref(),
-            scale,
-        )?;
+        let uneven = self.lengths.iter().any(|&l| l as usize != self.longest);
+        let mask = if uneven {
+            ScoreMask::Segments {
+                host: &self.lengths,
+                device: &self.lengths_device,
+            }
+        } else {
+            ScoreMask::All
+        };
+        let out = attention(&batch(q)?, &batch(k)?, &batch(v)?, mask, scale)?;
         let out = out
-            .transpose(0, 1)?
-            .reshape((heads, self.count * self.longest, dim))?
-            .index_select(&self.scatter, 1)?;
-        Ok(out
-            .transpose(0, 1)?
-            .reshape(((), heads * dim))?
-            .contiguous()?)
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((self.count * self.longest, heads * dim))?;
+        Ok(match &self.scatter {
+            Some(s) => out.index_select(s, 0)?,
+            None => out,
+        })
     }
 }
 

@@ -3,15 +3,15 @@
 //! After every event the thread calls the notifier (the window's repaint request).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
-use super::rank::{run_ranking, RankEvent, RankOutcome, RankRequest, RankSettings};
-use crate::hub::{resolve_local, ModelSource};
+use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+use crate::hub::{ModelSource, resolve_local};
 use crate::model::device::DevicePreference;
 use crate::model::{ComputeDevice, Reranker};
 
@@ -52,15 +52,32 @@ pub struct ModelInfo {
 /// What the inference thread reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    ModelLoading { name: String },
+    ModelLoading {
+        name: String,
+    },
     ModelReady(ModelInfo),
-    ModelFailed { name: String, reason: String },
-    Rank { job: JobId, event: RankEvent },
-    RankFinished { job: JobId, outcome: RankOutcome, seconds: f64 },
+    ModelFailed {
+        name: String,
+        reason: String,
+    },
+    Rank {
+        job: JobId,
+        event: RankEvent,
+    },
+    RankFinished {
+        job: JobId,
+        outcome: RankOutcome,
+        seconds: f64,
+    },
     /// The ranking could not start or stopped on an error; scores already sent stay.
-    RankFailed { job: JobId, reason: String },
+    RankFailed {
+        job: JobId,
+        reason: String,
+    },
     /// The thread recovered from an internal fault and is ready for commands again.
-    Recovered { reason: String },
+    Recovered {
+        reason: String,
+    },
 }
 
 /// Handle to the inference thread.
@@ -128,7 +145,9 @@ impl InferenceThread {
             cancel.store(true, Ordering::SeqCst);
         }
         let _ = self.commands.try_send(Command::Shutdown);
-        let Some(handle) = self.handle.take() else { return true };
+        let Some(handle) = self.handle.take() else {
+            return true;
+        };
         let deadline = Instant::now() + timeout;
         while !handle.is_finished() {
             if Instant::now() >= deadline {
@@ -171,11 +190,14 @@ impl Worker {
             }
             // A panic in model code must not take the thread (and the window's model) down
             // silently: it is reported, and the thread carries on with the next command.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(command)));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(command)));
             if let Err(panic) = result {
                 let reason = panic_message(&panic);
                 self.emit(Event::Recovered {
-                    reason: format!("an internal error interrupted the work ({reason}); please try again"),
+                    reason: format!(
+                        "an internal error interrupted the work ({reason}); please try again"
+                    ),
                 });
             }
         }
@@ -184,7 +206,11 @@ impl Worker {
     fn handle(&mut self, command: Command) {
         match command {
             Command::LoadModel { source, device } => self.load(source, device),
-            Command::Rank { job, request, cancel } => self.rank(job, &request, &cancel),
+            Command::Rank {
+                job,
+                request,
+                cancel,
+            } => self.rank(job, &request, &cancel),
             Command::Shutdown => {}
         }
     }
@@ -194,14 +220,16 @@ impl Worker {
         self.model = None; // free the old model's memory first
         self.emit(Event::ModelLoading { name: name.clone() });
         let start = Instant::now();
-        let result = resolve_local(&source).map_err(|e| e.to_string()).and_then(|dir| {
-            let (device, note) = ComputeDevice::select(preference);
-            let model = Reranker::load(&dir, device).map_err(|e| e.to_string())?;
-            if model.device.is_gpu() {
-                model.warm_up().map_err(|e| e.to_string())?;
-            }
-            Ok((dir, model, note))
-        });
+        let result = resolve_local(&source)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| {
+                let (device, note) = ComputeDevice::select(preference);
+                let model = Reranker::load(&dir, device).map_err(|e| e.to_string())?;
+                if model.device.is_gpu() {
+                    model.warm_up().map_err(|e| e.to_string())?;
+                }
+                Ok((dir, model, note))
+            });
         match result {
             Ok((folder, model, note)) => {
                 let info = ModelInfo {
@@ -209,7 +237,10 @@ impl Worker {
                     folder,
                     device: model.device.name.clone(),
                     dtype: model.device.dtype_name().into(),
-                    gpu_memory_used_mib: model.device.memory().map(|(free, total)| (total - free) >> 20),
+                    gpu_memory_used_mib: model
+                        .device
+                        .memory()
+                        .map(|(free, total)| (total - free) >> 20),
                     load_seconds: start.elapsed().as_secs_f64(),
                     note,
                 };
@@ -237,10 +268,17 @@ impl Worker {
         let event = match result {
             Ok(outcome) => Event::RankFinished {
                 job,
-                outcome: if shutdown.load(Ordering::SeqCst) { RankOutcome::Cancelled } else { outcome },
+                outcome: if shutdown.load(Ordering::SeqCst) {
+                    RankOutcome::Cancelled
+                } else {
+                    outcome
+                },
                 seconds: start.elapsed().as_secs_f64(),
             },
-            Err(e) => Event::RankFailed { job, reason: e.to_string() },
+            Err(e) => Event::RankFailed {
+                job,
+                reason: e.to_string(),
+            },
         };
         self.emit(event);
     }
@@ -251,7 +289,12 @@ impl Worker {
 }
 
 /// Sends an event, waiting while the window catches up, unless shutting down.
-fn send(events: &Sender<Event>, notify: &(dyn Fn() + Send), shutdown: &AtomicBool, mut event: Event) {
+fn send(
+    events: &Sender<Event>,
+    notify: &(dyn Fn() + Send),
+    shutdown: &AtomicBool,
+    mut event: Event,
+) {
     loop {
         match events.send_timeout(event, Duration::from_millis(100)) {
             Ok(()) => break,

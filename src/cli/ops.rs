@@ -1,0 +1,143 @@
+//! `lychee-rerank bench --ops`: times single tensor operations at the model's shapes, to
+//! find operations that run far from the device's limits.
+
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+
+fn time(
+    device: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> candle_core::Result<Tensor>,
+) -> candle_core::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    device.synchronize()?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    device.synchronize()?;
+    Ok(start.elapsed().as_secs_f64() * 1e6 / reps as f64)
+}
+
+/// Prints one line per operation: name, shape, microseconds, and the rate it reached.
+pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
+    let reps = 50;
+    let rows = 4000;
+    let x = Tensor::randn(0f32, 1.0, (rows, 1280), device)?.to_dtype(dtype)?;
+    let w_up = Tensor::randn(0f32, 0.02, (3420, 1280), device)?.to_dtype(dtype)?;
+    let w_up_pad = Tensor::randn(0f32, 0.02, (3424, 1280), device)?.to_dtype(dtype)?;
+    let w_qkv = Tensor::randn(0f32, 0.02, (3840, 1280), device)?.to_dtype(dtype)?;
+    let bias = Tensor::randn(0f32, 0.02, 3420, device)?.to_dtype(dtype)?;
+    let h = Tensor::randn(0f32, 1.0, (rows, 3420), device)?.to_dtype(dtype)?;
+    let x2 = Tensor::randn(0f32, 1.0, (1060, 3584), device)?.to_dtype(dtype)?;
+    let w_gate = Tensor::randn(0f32, 0.02, (18944, 3584), device)?.to_dtype(dtype)?;
+    let norm_w = Tensor::ones(1280, dtype, device)?;
+    let scores = Tensor::randn(0f32, 1.0, (63, 16, 64, 64), device)?.to_dtype(dtype)?;
+    let big_scores = Tensor::randn(0f32, 1.0, (1, 8, 4000, 4000), device)?.to_dtype(dtype)?;
+    let qw = Tensor::randn(0f32, 1.0, (63, 16, 64, 80), device)?.to_dtype(dtype)?;
+    let idx = Tensor::arange(0u32, rows as u32, device)?;
+    let flops = |m: usize, n: usize, k: usize, us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
+    let gbs = |bytes: usize, us: f64| bytes as f64 / us / 1e3;
+    let e = dtype.size_in_bytes();
+    let rows_out: Vec<(String, f64, String)> = vec![
+        (
+            "matmul 4000x1280 @ 1280x3420 (w.t)".into(),
+            time(device, reps, || x.matmul(&w_up.t()?))?,
+            String::new(),
+        ),
+        (
+            "matmul 4000x1280 @ 1280x3424 (w.t)".into(),
+            time(device, reps, || x.matmul(&w_up_pad.t()?))?,
+            String::new(),
+        ),
+        (
+            "matmul 4000x1280 @ 1280x3840 (w.t)".into(),
+            time(device, reps, || x.matmul(&w_qkv.t()?))?,
+            String::new(),
+        ),
+        (
+            "matmul 1060x3584 @ 3584x18944 (w.t)".into(),
+            time(device, reps, || x2.matmul(&w_gate.t()?))?,
+            String::new(),
+        ),
+        (
+            "broadcast_add bias 4000x3420".into(),
+            time(device, reps, || h.broadcast_add(&bias))?,
+            String::new(),
+        ),
+        (
+            "silu 4000x3420".into(),
+            time(device, reps, || h.silu())?,
+            String::new(),
+        ),
+        (
+            "mul 4000x3420".into(),
+            time(device, reps, || &h * &h)?,
+            String::new(),
+        ),
+        (
+            "rms_norm 4000x1280".into(),
+            time(device, reps, || candle_nn::ops::rms_norm(&x, &norm_w, 1e-6))?,
+            String::new(),
+        ),
+        (
+            "softmax 63x16x64x64".into(),
+            time(device, reps, || candle_nn::ops::softmax_last_dim(&scores))?,
+            String::new(),
+        ),
+        (
+            "softmax 8x4000x4000".into(),
+            time(device, 10, || candle_nn::ops::softmax_last_dim(&big_scores))?,
+            String::new(),
+        ),
+        (
+            "bmm 1008 x (64x80 @ 80x64)".into(),
+            time(device, reps, || qw.matmul(&qw.t()?))?,
+            String::new(),
+        ),
+        (
+            "to_dtype f32 4000x3420".into(),
+            time(device, reps, || h.to_dtype(DType::F32))?,
+            String::new(),
+        ),
+        (
+            "index_select rows 4000x1280".into(),
+            time(device, reps, || x.index_select(&idx, 0))?,
+            String::new(),
+        ),
+        (
+            "transpose+contiguous 4000x1280".into(),
+            time(device, reps, || {
+                x.reshape((rows, 16, 80))?.transpose(0, 1)?.contiguous()
+            })?,
+            String::new(),
+        ),
+        (
+            "sum_keepdim 4000x3420".into(),
+            time(device, reps, || h.sum_keepdim(D::Minus1))?,
+            String::new(),
+        ),
+    ];
+    for (name, us, _) in rows_out {
+        let rate = if name.starts_with("matmul") {
+            let dims: Vec<usize> = name
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            format!("{:.0} TFLOP/s", flops(dims[0], dims[3], dims[1], us))
+        } else if name.contains("4000x3420") {
+            format!(
+                "{:.0} GB/s (1 read + 1 write)",
+                gbs(2 * 4000 * 3420 * e, us)
+            )
+        } else {
+            String::new()
+        };
+        println!("{name:<40} {us:>10.1} us  {rate}");
+    }
+    Ok(())
+}
