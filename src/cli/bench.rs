@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Number format: bf16 or f32.
     #[arg(long, value_parser = ["bf16", "f32"])]
     pub dtype: Option<String>,
+    /// Also split each batch's time between the vision tower and the language model
+    /// (one more wait for the device per batch).
+    #[arg(long)]
+    pub stages: bool,
     /// Time single tensor operations at the model's shapes instead.
     #[arg(long, hide = true)]
     pub ops: bool,
@@ -157,6 +161,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let settings = RankSettings {
         max_batch: args.batch.unwrap_or_else(|| model.suggested_batch()),
+        time_stages: args.stages,
     };
     eprintln!(
         "{} photos of {}x{} on {device_name} ({dtype}), batches of up to {}",
@@ -183,7 +188,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                 first_score.get_or_insert(now - start);
                 last_score = now;
                 scored += 1;
-                vision_s += score.vision_seconds;
+                vision_s += score.vision_seconds.unwrap_or(0.0);
                 total_s += score.seconds;
                 tokens = score.visual_tokens;
                 if let Some((free, total)) = model.device.memory() {
@@ -211,8 +216,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "batch": settings.max_batch,
         "photos_per_s": scored as f64 / wall,
         "ms_per_photo": 1e3 * wall / scored as f64,
-        "vision_ms_per_photo": 1e3 * vision_s / scored as f64,
-        "text_ms_per_photo": 1e3 * (total_s - vision_s) / scored as f64,
+        "vision_ms_per_photo": args.stages.then(|| 1e3 * vision_s / scored as f64),
+        "text_ms_per_photo": args.stages.then(|| 1e3 * (total_s - vision_s) / scored as f64),
         "first_score_ms": first_score.map(|d| d.as_secs_f64() * 1e3),
         "load_s": load_s,
         "warmup_s": warmup_s,

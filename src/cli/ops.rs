@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::model::fused::ScoreMask;
 use candle_core::{D, DType, Device, Tensor};
 
 fn time(
@@ -39,6 +40,19 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
     let big_scores = Tensor::randn(0f32, 1.0, (1, 8, 4000, 4000), device)?.to_dtype(dtype)?;
     let qw = Tensor::randn(0f32, 1.0, (63, 16, 64, 80), device)?.to_dtype(dtype)?;
     let idx = Tensor::arange(0u32, rows as u32, device)?;
+    let tq = Tensor::randn(0f32, 1.0, (1, 28, 1060, 128), device)?.to_dtype(dtype)?;
+    let tk = Tensor::randn(0f32, 1.0, (1, 28, 1120, 128), device)?.to_dtype(dtype)?;
+    let tp = Tensor::randn(0f32, 1.0, (1, 28, 1060, 1120), device)?.to_dtype(dtype)?;
+    let fq = Tensor::randn(0f32, 1.0, (1, 8, 4000, 80), device)?.to_dtype(dtype)?;
+    let fq16 = Tensor::randn(0f32, 1.0, (1, 16, 4000, 80), device)?.to_dtype(dtype)?;
+    let fsm = |t: &Tensor, m: ScoreMask| -> candle_core::Result<Tensor> {
+        crate::model::fused::masked_softmax(t, 0.1, m)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let attn_full = || -> candle_core::Result<Tensor> {
+        crate::model::attention::attention(&fq16, &fq16, &fq16, ScoreMask::All, 0.1)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
     let flops = |m: usize, n: usize, k: usize, us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
     let gbs = |bytes: usize, us: f64| bytes as f64 / us / 1e3;
     let e = dtype.size_in_bytes();
@@ -120,7 +134,55 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
             time(device, reps, || h.sum_keepdim(D::Minus1))?,
             String::new(),
         ),
+        (
+            "bmm 28 x (1060x128 @ 128x1120)".into(),
+            time(device, reps, || tq.matmul(&tk.t()?))?,
+            String::new(),
+        ),
+        (
+            "bmm 28 x (1060x1120 @ 1120x128)".into(),
+            time(device, reps, || tp.matmul(&tk))?,
+            String::new(),
+        ),
+        (
+            "fused softmax causal 28x1060x1120".into(),
+            time(device, reps, || fsm(&tp, ScoreMask::Causal))?,
+            String::new(),
+        ),
+        (
+            "candle softmax 28x1060x1120".into(),
+            time(device, reps, || candle_nn::ops::softmax_last_dim(&tp))?,
+            String::new(),
+        ),
+        (
+            "fused softmax 8x4000x4000".into(),
+            time(device, 10, || fsm(&big_scores, ScoreMask::All))?,
+            String::new(),
+        ),
+        (
+            "bmm 8 x (4000x80 @ 80x4000)".into(),
+            time(device, 10, || fq.matmul(&fq.t()?))?,
+            String::new(),
+        ),
+        (
+            "attention full 16 heads 4000x80".into(),
+            time(device, 10, attn_full)?,
+            String::new(),
+        ),
     ];
+    #[cfg(feature = "cuda")]
+    {
+        let bounds: Vec<u32> = (0..=63u32).map(|i| i * 64).collect();
+        let bounds = Tensor::new(bounds.as_slice(), device)?;
+        let wq = Tensor::randn(0f32, 1.0, (4032, 16, 80), device)?.to_dtype(dtype)?;
+        let us = time(device, reps, || {
+            crate::model::kernels::segment_attention(&wq, &wq, &wq, &bounds, 64, 0.1)
+        })?;
+        println!(
+            "{:<40} {us:>10.1} us",
+            "fused window attention 63 x 16 x 64x80"
+        );
+    }
     for (name, us, _) in rows_out {
         let rate = if name.starts_with("matmul") {
             let dims: Vec<usize> = name

@@ -96,29 +96,30 @@ __device__ void rope_rows(const T *x, const float *cos, const float *sin, T *out
 // Attention within short segments of rows (the vision tower's windows), one block per
 // (segment, head): q, k, v and out are (rows, heads, dim) row-major; segment s covers rows
 // bounds[s] .. bounds[s + 1], at most max_len of them. The segment's q, k, v sit in shared
-// memory in T; scores, softmax and sums are f32. Dynamic shared memory holds
-// 3 * max_len * dim values of T and max_len * max_len floats.
+// memory in T, each row padded to `stride` values so that the rows threads read at once
+// fall in different banks; scores, softmax and sums are f32. Dynamic shared memory holds
+// max_len * max_len floats and 3 * max_len * stride values of T.
 template <typename T>
 __device__ void segment_attention(const T *q, const T *k, const T *v, T *out, const uint32_t *bounds,
-                                  uint32_t heads, uint32_t dim, uint32_t max_len, float scale) {
+                                  uint32_t heads, uint32_t dim, uint32_t stride, uint32_t max_len, float scale) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t seg = blockIdx.x, h = blockIdx.y;
     const uint32_t start = bounds[seg], len = bounds[seg + 1] - start;
     float *scores = reinterpret_cast<float *>(smem_raw);
     T *qs = reinterpret_cast<T *>(scores + max_len * max_len);
-    T *ks = qs + max_len * dim;
-    T *vs = ks + max_len * dim;
+    T *ks = qs + max_len * stride;
+    T *vs = ks + max_len * stride;
     for (uint32_t i = threadIdx.x; i < len * dim; i += blockDim.x) {
         const uint32_t r = i / dim, d = i - r * dim;
         const uint32_t g = ((start + r) * heads + h) * dim + d;
-        qs[i] = q[g];
-        ks[i] = k[g];
-        vs[i] = v[g];
+        qs[r * stride + d] = q[g];
+        ks[r * stride + d] = k[g];
+        vs[r * stride + d] = v[g];
     }
     __syncthreads();
     for (uint32_t i = threadIdx.x; i < len * len; i += blockDim.x) {
         const uint32_t a = i / len, b = i - a * len;
-        const T *qa = qs + a * dim, *kb = ks + b * dim;
+        const T *qa = qs + a * stride, *kb = ks + b * stride;
         float acc = 0.0f;
         for (uint32_t d = 0; d < dim; ++d) acc += to_f(qa[d]) * to_f(kb[d]);
         scores[a * len + b] = acc * scale;
@@ -145,8 +146,70 @@ __device__ void segment_attention(const T *q, const T *k, const T *v, T *out, co
         const uint32_t r = i / dim, d = i - r * dim;
         const float *p = scores + r * len;
         float acc = 0.0f;
-        for (uint32_t j = 0; j < len; ++j) acc += p[j] * to_f(vs[j * dim + d]);
+        for (uint32_t j = 0; j < len; ++j) acc += p[j] * to_f(vs[j * stride + d]);
         out[((start + r) * heads + h) * dim + d] = from_f<T>(acc);
+    }
+}
+
+// The epilogue of a fused q/k/v projection. Each row of `x` holds q (q_heads * dim), then
+// k and v (kv_heads * dim each), before bias. Writes q, k, v with their biases added and
+// rotary applied to q and k (rotate-half, f32 math, tables (rows, dim / 2) f32), laid out
+// either (rows, heads, dim) or, when seq > 0, (rows / seq, heads, seq, dim). One thread per
+// pair of dimensions (d, d + dim / 2).
+template <typename T>
+__device__ void qkv_epilogue(const T *x, const T *bias, const float *cos, const float *sin, T *q, T *k, T *v,
+                             uint32_t rows, uint32_t q_heads, uint32_t kv_heads, uint32_t dim, uint32_t seq) {
+    const uint32_t half = dim / 2;
+    const uint32_t heads = q_heads + 2 * kv_heads;
+    const uint32_t width = heads * dim;
+    const uint32_t n = rows * heads * half;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const uint32_t d = i % half;
+        const uint32_t rh = i / half;
+        const uint32_t h = rh % heads;
+        const uint32_t r = rh / heads;
+        const uint32_t col = h * dim + d;
+        float a = to_f(x[r * width + col]) + to_f(bias[col]);
+        float b = to_f(x[r * width + col + half]) + to_f(bias[col + half]);
+        T *dst;
+        uint32_t hh, nh;
+        if (h < q_heads) {
+            dst = q; hh = h; nh = q_heads;
+        } else if (h < q_heads + kv_heads) {
+            dst = k; hh = h - q_heads; nh = kv_heads;
+        } else {
+            dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
+        }
+        if (h < q_heads + kv_heads) {
+            const float c = cos[r * half + d], s = sin[r * half + d];
+            const float ra = a * c - b * s, rb = b * c + a * s;
+            a = ra;
+            b = rb;
+        }
+        const uint32_t base = seq > 0 ? (((r / seq) * nh + hh) * seq + r % seq) * dim : (r * nh + hh) * dim;
+        dst[base + d] = from_f<T>(a);
+        dst[base + d + half] = from_f<T>(b);
+    }
+}
+
+// out = silu(x[:, :n] + bias[:n]) * (x[:, n:] + bias[n:]) for x (rows, 2n).
+template <typename T>
+__device__ void bias_swiglu(const T *x, const T *bias, T *out, uint32_t rows, uint32_t n) {
+    const uint32_t total = rows * n;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        const uint32_t r = i / n, c = i - r * n;
+        const float g = to_f(x[r * 2 * n + c]) + to_f(bias[c]);
+        const float u = to_f(x[r * 2 * n + n + c]) + to_f(bias[n + c]);
+        out[i] = from_f<T>(g / (1.0f + __expf(-g)) * u);
+    }
+}
+
+// out = residual + x + bias (bias over columns), x and residual (rows, cols).
+template <typename T>
+__device__ void bias_residual(const T *x, const T *bias, const T *residual, T *out, uint32_t rows, uint32_t cols) {
+    const uint32_t n = rows * cols;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        out[i] = from_f<T>(to_f(residual[i]) + (to_f(x[i]) + to_f(bias[i % cols])));
     }
 }
 
@@ -168,8 +231,21 @@ __device__ void segment_attention(const T *q, const T *k, const T *v, T *out, co
     }                                                                                               \
     extern "C" __global__ void segment_attention_##SUFFIX(const T *q, const T *k, const T *v, T *o,   \
                                                           const uint32_t *bounds, uint32_t heads,    \
-                                                          uint32_t dim, uint32_t max_len, float scale) { \
-        segment_attention<T>(q, k, v, o, bounds, heads, dim, max_len, scale);                       \
+                                                          uint32_t dim, uint32_t stride, uint32_t max_len, \
+                                                          float scale) {                             \
+        segment_attention<T>(q, k, v, o, bounds, heads, dim, stride, max_len, scale);               \
+    }                                                                                               \
+    extern "C" __global__ void qkv_epilogue_##SUFFIX(const T *x, const T *b, const float *c, const float *s, \
+                                                     T *q, T *k, T *v, uint32_t rows, uint32_t qh,  \
+                                                     uint32_t kvh, uint32_t dim, uint32_t seq) {    \
+        qkv_epilogue<T>(x, b, c, s, q, k, v, rows, qh, kvh, dim, seq);                              \
+    }                                                                                               \
+    extern "C" __global__ void bias_swiglu_##SUFFIX(const T *x, const T *b, T *o, uint32_t rows, uint32_t n) { \
+        bias_swiglu<T>(x, b, o, rows, n);                                                           \
+    }                                                                                               \
+    extern "C" __global__ void bias_residual_##SUFFIX(const T *x, const T *b, const T *res, T *o,    \
+                                                      uint32_t rows, uint32_t cols) {               \
+        bias_residual<T>(x, b, res, o, rows, cols);                                                 \
     }
 
 INSTANTIATE(__nv_bfloat16, bf16)

@@ -112,48 +112,66 @@ fn pad_zeros(t: Tensor, dim: usize, size: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&[&t, &zeros], dim)?)
 }
 
-/// The gated MLP of both towers: down(silu(gate(x)) * up(x)). The intermediate size is
-/// padded with zero weights to a multiple of 16, which changes no output: the padded
-/// gate and up rows give silu(0) * 0 = 0, and the padded down columns multiply zeros.
+/// The gated MLP of both towers: down(silu(gate(x)) * up(x)). Gate and up run as one
+/// matrix product of their stacked weights. The intermediate size is padded with zero
+/// weights to a multiple of 16, which changes no output: the padded gate and up rows give
+/// silu(0) * 0 = 0, and the padded down columns multiply zeros.
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    /// (2 * padded intermediate, hidden): the gate rows, then the up rows.
+    gate_up: Tensor,
+    /// Their biases (zeros when the checkpoint has none).
+    gate_up_bias: Tensor,
+    /// (hidden, padded intermediate).
+    down: Tensor,
+    down_bias: Option<Tensor>,
 }
 
 impl GatedMlp {
     /// `gate_proj`, `up_proj`, `down_proj` under `vb`, with or without biases.
     pub fn new(hidden: usize, intermediate: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         let wide = padded(intermediate);
-        let widen = |name: &str| -> Result<Linear> {
-            let vb = vb.pp(name);
-            let w = pad_zeros(vb.get((intermediate, hidden), "weight")?, 0, wide)?;
-            let b = if bias {
-                Some(pad_zeros(vb.get(intermediate, "bias")?, 0, wide)?)
+        let weight =
+            |name: &str| pad_zeros(vb.pp(name).get((intermediate, hidden), "weight")?, 0, wide);
+        let bias_of = |name: &str| -> Result<Tensor> {
+            if bias {
+                pad_zeros(vb.pp(name).get(intermediate, "bias")?, 0, wide)
             } else {
-                None
-            };
-            Ok(Linear::from_parts(w, b))
+                Ok(Tensor::zeros(wide, vb.dtype(), vb.device())?)
+            }
         };
+        let gate_up = Tensor::cat(&[&weight("gate_proj")?, &weight("up_proj")?], 0)?;
+        let gate_up_bias = Tensor::cat(&[&bias_of("gate_proj")?, &bias_of("up_proj")?], 0)?;
         let down_vb = vb.pp("down_proj");
-        let down_w =
+        let down =
             pad_zeros(down_vb.get((hidden, intermediate), "weight")?, 1, wide)?.contiguous()?;
-        let down_b = if bias {
+        let down_bias = if bias {
             Some(down_vb.get(hidden, "bias")?)
         } else {
             None
         };
         Ok(GatedMlp {
-            gate: widen("gate_proj")?,
-            up: widen("up_proj")?,
-            down: Linear::from_parts(down_w, down_b),
+            gate_up,
+            gate_up_bias,
+            down,
+            down_bias,
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = fused::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
-        self.down.forward(&gated)
+    /// `residual` + mlp(`x`), for `x` and `residual` of the same shape (.., hidden).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let hidden = dims[dims.len() - 1];
+        let rows = x.elem_count() / hidden;
+        let h = x.reshape((rows, hidden))?.matmul(&self.gate_up.t()?)?;
+        let gated = fused::bias_swiglu(&h, &self.gate_up_bias)?;
+        let y = gated.matmul(&self.down.t()?)?;
+        let out = fused::bias_residual(
+            &y,
+            self.down_bias.as_ref(),
+            &residual.reshape((rows, hidden))?,
+        )?;
+        Ok(out.reshape(dims)?)
     }
 }
 

@@ -141,3 +141,101 @@ pub fn rope_rows(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         .squeeze(0)?
         .to_dtype(dtype)?)
 }
+
+/// The q, k, v of a fused projection output `x` (rows, (q_heads + 2 kv_heads) * dim):
+/// `bias` added, rotary (f32 tables (rows, dim / 2), computed in f32) applied to q and k.
+/// Each comes back (rows, heads, dim), or (rows / seq, heads, seq, dim) when `seq` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_epilogue(
+    x: &Tensor,
+    bias: &Tensor,
+    rope: &(Tensor, Tensor),
+    q_heads: usize,
+    kv_heads: usize,
+    dim: usize,
+    seq: Option<usize>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let rows = x.dim(0)?;
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    let shape = |heads: usize| -> Vec<usize> {
+        match seq {
+            Some(s) => vec![rows / s, heads, s, dim],
+            None => vec![rows, heads, dim],
+        }
+    };
+    #[cfg(feature = "cuda")]
+    if fusable(x)
+        && bias.is_contiguous()
+        && rope.0.dtype() == DType::F32
+        && rope.0.is_contiguous()
+        && rope.1.is_contiguous()
+    {
+        let all = super::kernels::qkv_epilogue(
+            x,
+            bias,
+            &rope.0,
+            &rope.1,
+            q_heads,
+            kv_heads,
+            dim,
+            seq.unwrap_or(0),
+        )?;
+        let (nq, nkv) = (rows * q_heads * dim, rows * kv_heads * dim);
+        return Ok((
+            all.narrow(0, 0, nq)?.reshape(shape(q_heads))?,
+            all.narrow(0, nq, nkv)?.reshape(shape(kv_heads))?,
+            all.narrow(0, nq + nkv, nkv)?.reshape(shape(kv_heads))?,
+        ));
+    }
+    let y = x.broadcast_add(bias)?;
+    let part = |start: usize, heads: usize, rotate: bool| -> Result<Tensor> {
+        let t = y
+            .narrow(1, start * dim, heads * dim)?
+            .contiguous()?
+            .reshape((rows, heads, dim))?;
+        let t = if rotate {
+            rope_rows(&t, &rope.0, &rope.1)?
+        } else {
+            t
+        };
+        Ok(match seq {
+            Some(s) => t
+                .reshape((rows / s, s, heads, dim))?
+                .transpose(1, 2)?
+                .contiguous()?,
+            None => t,
+        })
+    };
+    Ok((
+        part(0, q_heads, true)?,
+        part(q_heads, kv_heads, true)?,
+        part(q_heads + kv_heads, kv_heads, false)?,
+    ))
+}
+
+/// silu(x[.., :n] + bias[:n]) * (x[.., n:] + bias[n:]) for x (rows, 2n).
+pub fn bias_swiglu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fusable(x) && bias.is_contiguous() && x.rank() == 2 {
+        return Ok(super::kernels::bias_swiglu(x, bias)?);
+    }
+    let half = x.dim(1)? / 2;
+    let y = x.broadcast_add(bias)?;
+    Ok((y.narrow(1, 0, half)?.silu()? * y.narrow(1, half, half)?)?)
+}
+
+/// residual + x (+ bias over the last dimension).
+pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+    let Some(bias) = bias else {
+        return Ok((residual + x)?);
+    };
+    #[cfg(feature = "cuda")]
+    if fusable(x)
+        && bias.is_contiguous()
+        && residual.is_contiguous()
+        && residual.shape() == x.shape()
+    {
+        return Ok(super::kernels::bias_residual(x, bias, residual)?);
+    }
+    Ok((residual + x.broadcast_add(bias)?)?)
+}

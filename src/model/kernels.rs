@@ -7,7 +7,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor,
 };
 use half::bf16;
 
@@ -297,8 +298,19 @@ struct SegmentAttention {
     scale: f32,
 }
 
+/// Row stride in shared memory: an odd number of 4-byte words, so that the rows that the
+/// threads of a warp read at once sit in different banks.
+fn segment_row_stride(dim: usize, elem: usize) -> usize {
+    let per_word = 4 / elem.min(4);
+    let mut stride = dim.div_ceil(per_word) * per_word;
+    if (stride / per_word) % 2 == 0 {
+        stride += per_word;
+    }
+    stride
+}
+
 fn segment_shared_bytes(max_len: usize, dim: usize, elem: usize) -> usize {
-    max_len * max_len * 4 + 3 * max_len * dim * elem
+    max_len * max_len * 4 + 3 * max_len * segment_row_stride(dim, elem) * elem
 }
 
 impl CustomOp3 for SegmentAttention {
@@ -358,6 +370,7 @@ impl CustomOp3 for SegmentAttention {
             let out = output::<T>(&dev, n)?;
             let mut launch = func.builder();
             let (h, d) = (heads as u32, dim as u32);
+            let stride = segment_row_stride(dim, q.dtype().size_in_bytes()) as u32;
             launch
                 .arg(&qs)
                 .arg(&ks)
@@ -366,6 +379,7 @@ impl CustomOp3 for SegmentAttention {
                 .arg(&bounds)
                 .arg(&h)
                 .arg(&d)
+                .arg(&stride)
                 .arg(&self.max_len)
                 .arg(&self.scale);
             // SAFETY: as above; every segment is at most max_len rows.
@@ -402,6 +416,219 @@ pub fn segment_attention(
             scale,
         },
     )
+}
+
+/// Borrows the CUDA storage of a tensor held by an op.
+fn cuda_storage(
+    t: &Tensor,
+) -> Result<(std::sync::RwLockReadGuard<'_, candle_core::Storage>, Layout)> {
+    let (storage, layout) = t.storage_and_layout();
+    if !matches!(&*storage, candle_core::Storage::Cuda(_)) {
+        candle_core::bail!("the fused kernels need their inputs on the GPU");
+    }
+    Ok((storage, layout.clone()))
+}
+
+fn as_cuda(s: &candle_core::Storage) -> &CudaStorage {
+    match s {
+        candle_core::Storage::Cuda(c) => c,
+        _ => unreachable!("checked by cuda_storage"),
+    }
+}
+
+struct QkvEpilogue {
+    bias: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    q_heads: u32,
+    kv_heads: u32,
+    dim: u32,
+    seq: u32,
+}
+
+impl CustomOp1 for QkvEpilogue {
+    fn name(&self) -> &'static str {
+        "fused-qkv-epilogue"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = x.device().clone();
+        let width = ((self.q_heads + 2 * self.kv_heads) * self.dim) as usize;
+        let n = xl.shape().elem_count();
+        let rows = n / width;
+        let (bs, bl) = cuda_storage(&self.bias)?;
+        let (cs, cl) = cuda_storage(&self.cos)?;
+        let (ss, sl) = cuda_storage(&self.sin)?;
+        let (cos, sin) = (
+            input::<f32>(as_cuda(&cs), &cl)?,
+            input::<f32>(as_cuda(&ss), &sl)?,
+        );
+        let func = dev.get_or_load_custom_func(
+            &format!("qkv_epilogue_{}", suffix(x.dtype())?),
+            MODULE,
+            ptx::FUSED,
+        )?;
+        let nq = rows * (self.q_heads * self.dim) as usize;
+        let nkv = rows * (self.kv_heads * self.dim) as usize;
+        dispatch!(x.dtype(), T => {
+            let (xs, b) = (input::<T>(x, xl)?, input::<T>(as_cuda(&bs), &bl)?);
+            let out = output::<T>(&dev, n)?;
+            let (q, rest) = out.split_at(nq);
+            let (k, v) = rest.split_at(nkv);
+            let mut launch = func.builder();
+            let r = rows as u32;
+            launch
+                .arg(&xs)
+                .arg(&b)
+                .arg(&cos)
+                .arg(&sin)
+                .arg(&q)
+                .arg(&k)
+                .arg(&v)
+                .arg(&r)
+                .arg(&self.q_heads)
+                .arg(&self.kv_heads)
+                .arg(&self.dim)
+                .arg(&self.seq);
+            // SAFETY: the arguments match the kernel's signature; sizes were checked.
+            unsafe { launch.launch(elementwise(n / 2)) }.w()?;
+            drop((q, k, v));
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n)))
+        })
+    }
+}
+
+struct BiasSwiglu;
+
+impl CustomOp2 for BiasSwiglu {
+    fn name(&self) -> &'static str {
+        "fused-bias-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = x.device().clone();
+        let (rows, width) = xl.shape().dims2()?;
+        let half = width / 2;
+        let func = dev.get_or_load_custom_func(
+            &format!("bias_swiglu_{}", suffix(x.dtype())?),
+            MODULE,
+            ptx::FUSED,
+        )?;
+        dispatch!(x.dtype(), T => {
+            let (xs, bs) = (input::<T>(x, xl)?, input::<T>(b, bl)?);
+            let out = output::<T>(&dev, rows * half)?;
+            let mut launch = func.builder();
+            let (r, h) = (rows as u32, half as u32);
+            launch.arg(&xs).arg(&bs).arg(&out).arg(&r).arg(&h);
+            // SAFETY: as above.
+            unsafe { launch.launch(elementwise(rows * half)) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((rows, half))))
+        })
+    }
+}
+
+struct BiasResidual;
+
+impl CustomOp3 for BiasResidual {
+    fn name(&self) -> &'static str {
+        "fused-bias-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+        res: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = x.device().clone();
+        let n = xl.shape().elem_count();
+        let cols = bl.shape().elem_count();
+        let func = dev.get_or_load_custom_func(
+            &format!("bias_residual_{}", suffix(x.dtype())?),
+            MODULE,
+            ptx::FUSED,
+        )?;
+        dispatch!(x.dtype(), T => {
+            let (xs, bs, rs) = (input::<T>(x, xl)?, input::<T>(b, bl)?, input::<T>(res, rl)?);
+            let out = output::<T>(&dev, n)?;
+            let mut launch = func.builder();
+            let (r, c) = ((n / cols) as u32, cols as u32);
+            launch.arg(&xs).arg(&bs).arg(&rs).arg(&out).arg(&r).arg(&c);
+            // SAFETY: as above.
+            unsafe { launch.launch(elementwise(n)) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+        })
+    }
+}
+
+/// The q, k, v of a fused projection output `x` (rows, (q_heads + 2 kv_heads) * dim)
+/// with `bias` added and rotary applied to q and k, stacked in one buffer: q then k then
+/// v, each (rows, heads, dim), or (rows / seq, heads, seq, dim) when `seq` > 0.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_epilogue(
+    x: &Tensor,
+    bias: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    q_heads: usize,
+    kv_heads: usize,
+    dim: usize,
+    seq: usize,
+) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&QkvEpilogue {
+        bias: bias.clone(),
+        cos: cos.clone(),
+        sin: sin.clone(),
+        q_heads: q_heads as u32,
+        kv_heads: kv_heads as u32,
+        dim: dim as u32,
+        seq: seq as u32,
+    })
+}
+
+/// silu(x[:, :n] + bias[:n]) * (x[:, n:] + bias[n:]) for x (rows, 2n).
+pub fn bias_swiglu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    x.apply_op2_no_bwd(bias, &BiasSwiglu)
+}
+
+/// residual + x + bias.
+pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    x.apply_op3_no_bwd(bias, residual, &BiasResidual)
 }
 
 /// x (rows, cols) + bias (cols).

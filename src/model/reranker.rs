@@ -225,19 +225,27 @@ impl Reranker {
     pub fn encode_photos(&self, photos: &[&PhotoInput]) -> Result<Vec<VisualTokens>> {
         let row = self.config.vision.patch_input_len();
         let merge = self.config.vision.spatial_merge_size;
-        let mut values = Vec::with_capacity(photos.iter().map(|p| p.pixel_values.len()).sum());
-        for p in photos {
-            values.extend_from_slice(&p.pixel_values);
-        }
-        let rows = values.len() / row;
-        let pixels = super::profile::stage(
-            "vision.upload",
-            &self.device.device,
-            || -> Result<Tensor> {
-                Ok(Tensor::from_vec(values, (rows, row), &self.device.device)?
-                    .to_dtype(self.device.dtype)?)
-            },
-        )?;
+        let rows = photos.iter().map(|p| p.len()).sum::<usize>() / row;
+        let device = &self.device.device;
+        let pixels = super::profile::stage("vision.upload", device, || -> Result<Tensor> {
+            let parts = photos
+                .iter()
+                .map(|p| {
+                    let n = p.len() / row;
+                    Ok(match &p.packed_bf16 {
+                        Some(v) => Tensor::from_slice(v, (n, row), device)?,
+                        None => Tensor::from_slice(&p.pixel_values, (n, row), device)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let all = if parts.len() == 1 {
+                parts.into_iter().next().expect("one part")
+            } else {
+                Tensor::cat(&parts, 0)?
+            };
+            Ok(all.to_dtype(self.device.dtype)?)
+        })?;
+        debug_assert_eq!(pixels.dim(0)?, rows);
         let grids: Vec<_> = photos.iter().map(|p| (p.grid_h, p.grid_w)).collect();
         let tokens = self.vision.forward(&pixels, &grids)?;
         let counts: Vec<_> = photos.iter().map(|p| p.visual_tokens(merge)).collect();

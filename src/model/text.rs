@@ -11,14 +11,14 @@ use candle_nn::{Embedding, VarBuilder};
 use super::Result;
 use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::TextConfig;
-use super::fused::ScoreMask;
+use super::fused::{self, ScoreMask};
 use super::profile::stage;
 use super::prompt::Positions;
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v projections stacked: ((heads + 2 kv_heads) * dim, hidden), and their biases.
+    qkv: Tensor,
+    qkv_bias: Tensor,
     o: Linear,
     heads: usize,
     kv_heads: usize,
@@ -29,11 +29,28 @@ impl Attention {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.head_dim();
         let h = cfg.hidden_size;
+        let (q_out, kv_out) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let (q, k, v) = (vb.pp("q_proj"), vb.pp("k_proj"), vb.pp("v_proj"));
+        let qkv = Tensor::cat(
+            &[
+                &q.get((q_out, h), "weight")?,
+                &k.get((kv_out, h), "weight")?,
+                &v.get((kv_out, h), "weight")?,
+            ],
+            0,
+        )?;
+        let qkv_bias = Tensor::cat(
+            &[
+                &q.get(q_out, "bias")?,
+                &k.get(kv_out, "bias")?,
+                &v.get(kv_out, "bias")?,
+            ],
+            0,
+        )?;
         Ok(Attention {
-            q: Linear::new(h, cfg.num_attention_heads * d, true, vb.pp("q_proj"))?,
-            k: Linear::new(h, cfg.num_key_value_heads * d, true, vb.pp("k_proj"))?,
-            v: Linear::new(h, cfg.num_key_value_heads * d, true, vb.pp("v_proj"))?,
-            o: Linear::new(cfg.num_attention_heads * d, h, false, vb.pp("o_proj"))?,
+            qkv,
+            qkv_bias,
+            o: Linear::new(q_out, h, false, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -49,25 +66,20 @@ impl Attention {
         past: Option<&(Tensor, Tensor)>,
         last_only: bool,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
-        let (b, len, _) = x.dims3()?;
-        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, len, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
+        let (b, len, hidden) = x.dims3()?;
         let dev = x.device();
+        // q, k, v with bias and rotary, laid out (batch, heads, len, dim).
         let (q, k, v) = stage("text.attn.qkv", dev, || -> Result<_> {
-            Ok((
-                split(self.q.forward(x)?, self.heads)?,
-                split(self.k.forward(x)?, self.kv_heads)?,
-                split(self.v.forward(x)?, self.kv_heads)?,
-            ))
-        })?;
-        let (q, k) = stage("text.attn.rope", dev, || -> Result<_> {
-            Ok((
-                candle_nn::rotary_emb::rope(&q, &rope.0, &rope.1)?,
-                candle_nn::rotary_emb::rope(&k, &rope.0, &rope.1)?,
-            ))
+            let y = x.reshape((b * len, hidden))?.matmul(&self.qkv.t()?)?;
+            fused::qkv_epilogue(
+                &y,
+                &self.qkv_bias,
+                rope,
+                self.heads,
+                self.kv_heads,
+                self.head_dim,
+                Some(len),
+            )
         })?;
         let (k_all, v_all) = stage("text.attn.kv", dev, || -> Result<_> {
             let (k_all, v_all) = match past {
@@ -161,7 +173,7 @@ impl DecoderLayer {
         };
         let x = (residual + attn)?;
         let x = stage("text.mlp", dev, || -> Result<Tensor> {
-            Ok((&x + self.mlp.forward(&self.post_norm.forward(&x)?)?)?)
+            self.mlp.forward_residual(&self.post_norm.forward(&x)?, &x)
         })?;
         Ok((x, kv))
     }
@@ -189,7 +201,6 @@ pub struct TextModel {
     judge_rows: Tensor,
     inv_freq: Vec<f32>,
     mrope_section: Vec<usize>,
-    dtype: DType,
     device: Device,
 }
 
@@ -230,7 +241,6 @@ impl TextModel {
             judge_rows,
             inv_freq,
             mrope_section: cfg.mrope_section.clone(),
-            dtype: vb.dtype(),
             device: vb.device().clone(),
         })
     }
@@ -277,9 +287,10 @@ impl TextModel {
         Ok(all.index_select(&index, 0)?.unsqueeze(0)?)
     }
 
-    /// cos and sin of the M-RoPE angles, (len, head_dim / 2) in the model's dtype: the
-    /// first `mrope_section[0]` frequencies turn with t, the next with h, the rest with w.
-    fn rope_tables(&self, positions: &Positions) -> Result<(Tensor, Tensor)> {
+    /// cos and sin of the M-RoPE angles in f32, (batch * len, head_dim / 2), the same
+    /// positions for each of `batch` sequences: the first `mrope_section[0]` frequencies
+    /// turn with t, the next with h, the rest with w.
+    fn rope_tables(&self, positions: &Positions, batch: usize) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let len = positions.len();
         let mut cos = Vec::with_capacity(len * half);
@@ -302,8 +313,13 @@ impl TextModel {
                 sin.push(angle.sin());
             }
         }
-        let cos = Tensor::from_vec(cos, (len, half), &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (len, half), &self.device)?.to_dtype(self.dtype)?;
+        let (cos, sin) = if batch > 1 {
+            (cos.repeat(batch), sin.repeat(batch))
+        } else {
+            (cos, sin)
+        };
+        let cos = Tensor::from_vec(cos, (batch * len, half), &self.device)?;
+        let sin = Tensor::from_vec(sin, (batch * len, half), &self.device)?;
         Ok((cos, sin))
     }
 
@@ -315,7 +331,7 @@ impl TextModel {
         next_position: u32,
     ) -> Result<PrefixCache> {
         let len = embeds.dim(1)?;
-        let rope = self.rope_tables(positions)?;
+        let rope = self.rope_tables(positions, 1)?;
         let mut x = embeds.clone();
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -338,7 +354,10 @@ impl TextModel {
         embeds: &Tensor,
         positions: &Positions,
     ) -> Result<Tensor> {
-        let rope = stage("text.rope", &self.device, || self.rope_tables(positions))?;
+        let batch = embeds.dim(0)?;
+        let rope = stage("text.rope", &self.device, || {
+            self.rope_tables(positions, batch)
+        })?;
         let mut x = embeds.clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -18,11 +18,11 @@ const VISION_NORM_EPS: f64 = 1e-6;
 struct VisionBlock {
     norm1: RmsNorm,
     norm2: RmsNorm,
-    /// The checkpoint's fused `qkv` split in three, so that each comes out contiguous.
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    proj: Linear,
+    /// (3 * hidden, hidden) and (3 * hidden): q, k, v stacked, as the checkpoint has them.
+    qkv: Tensor,
+    qkv_bias: Tensor,
+    proj: Tensor,
+    proj_bias: Tensor,
     mlp: GatedMlp,
     num_heads: usize,
     head_dim: usize,
@@ -31,21 +31,14 @@ struct VisionBlock {
 impl VisionBlock {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
-        let qkv = vb.pp("attn.qkv");
-        let (w, b) = (qkv.get((3 * h, h), "weight")?, qkv.get(3 * h, "bias")?);
-        let part = |i: usize| -> Result<Linear> {
-            Ok(Linear::from_parts(
-                w.narrow(0, i * h, h)?.contiguous()?,
-                Some(b.narrow(0, i * h, h)?.contiguous()?),
-            ))
-        };
+        let (qkv, proj) = (vb.pp("attn.qkv"), vb.pp("attn.proj"));
         Ok(VisionBlock {
             norm1: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm1"))?,
             norm2: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm2"))?,
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
-            proj: Linear::new(h, h, true, vb.pp("attn.proj"))?,
+            qkv: qkv.get((3 * h, h), "weight")?,
+            qkv_bias: qkv.get(3 * h, "bias")?,
+            proj: proj.get((h, h), "weight")?,
+            proj_bias: proj.get(h, "bias")?,
             mlp: GatedMlp::new(h, cfg.intermediate_size, true, vb.pp("mlp"))?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
@@ -53,23 +46,19 @@ impl VisionBlock {
     }
 
     fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), segments: &Segments) -> Result<Tensor> {
-        let n = x.dim(0)?;
         let dev = x.device();
-        let shape = (n, self.num_heads, self.head_dim);
+        // q, k, v with bias and (f32) rotary, as transformers applies it to this tower.
         let (q, k, v) = stage("vision.qkv", dev, || -> Result<_> {
-            let normed = self.norm1.forward(x)?;
-            Ok((
-                self.q.forward(&normed)?.reshape(shape)?,
-                self.k.forward(&normed)?.reshape(shape)?,
-                self.v.forward(&normed)?.reshape(shape)?,
-            ))
-        })?;
-        // Rotary in f32, as transformers applies it to the vision tower.
-        let (q, k) = stage("vision.rope", dev, || -> Result<_> {
-            Ok((
-                fused::rope_rows(&q, &rope.0, &rope.1)?,
-                fused::rope_rows(&k, &rope.0, &rope.1)?,
-            ))
+            let y = self.norm1.forward(x)?.matmul(&self.qkv.t()?)?;
+            fused::qkv_epilogue(
+                &y,
+                &self.qkv_bias,
+                rope,
+                self.num_heads,
+                self.num_heads,
+                self.head_dim,
+                None,
+            )
         })?;
         let name = if segments.count == 1 {
             "vision.attn_full"
@@ -80,11 +69,10 @@ impl VisionBlock {
             segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))
         })?;
         let x = stage("vision.proj", dev, || -> Result<Tensor> {
-            Ok((x + self.proj.forward(&attended)?)?)
+            fused::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
         })?;
-        stage("vision.mlp", dev, || -> Result<Tensor> {
-            let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
-            Ok((&x + mlp)?)
+        stage("vision.mlp", dev, || {
+            self.mlp.forward_residual(&self.norm2.forward(&x)?, &x)
         })
     }
 }

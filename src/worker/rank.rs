@@ -37,8 +37,9 @@ pub struct PhotoScore {
     pub original_size: (usize, usize),
     /// Model time for this photo (its share of its batch; decoding excluded).
     pub seconds: f64,
-    /// Of which in the vision tower.
-    pub vision_seconds: f64,
+    /// Of which in the vision tower, when stage timing was asked for
+    /// ([`RankSettings::time_stages`]; it costs a wait for the device).
+    pub vision_seconds: Option<f64>,
 }
 
 /// Progress of a ranking, reported after every step.
@@ -85,6 +86,8 @@ pub enum RankError {
 pub struct RankSettings {
     /// Most photos judged together.
     pub max_batch: usize,
+    /// Measure the vision tower's share of each batch (waits for the device once more).
+    pub time_stages: bool,
 }
 
 impl RankSettings {
@@ -92,6 +95,7 @@ impl RankSettings {
     pub fn for_model(model: &Reranker) -> Self {
         RankSettings {
             max_batch: model.suggested_batch(),
+            time_stages: false,
         }
     }
 }
@@ -174,7 +178,7 @@ pub fn run_ranking(
             for (index, _) in &ready {
                 emit(RankEvent::PhotoStarted { index: *index });
             }
-            for (index, result) in judge_batch(model, &query, &ready) {
+            for (index, result) in judge_batch(model, &query, &ready, settings.time_stages) {
                 match result {
                     Ok(score) => emit(RankEvent::PhotoScored { index, score }),
                     Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
@@ -231,11 +235,12 @@ fn judge_batch(
     model: &Reranker,
     query: &PreparedQuery,
     photos: &[(usize, PhotoInput)],
+    time_stages: bool,
 ) -> Vec<(usize, Result<PhotoScore, String>)> {
     if photos.is_empty() {
         return Vec::new();
     }
-    match judge_together(model, query, photos) {
+    match judge_together(model, query, photos, time_stages) {
         Ok(scores) => photos
             .iter()
             .map(|(i, _)| *i)
@@ -244,8 +249,8 @@ fn judge_batch(
         Err(_) if photos.len() > 1 => photos
             .iter()
             .map(|p| {
-                let one =
-                    judge_together(model, query, std::slice::from_ref(p)).map(|mut s| s.remove(0));
+                let one = judge_together(model, query, std::slice::from_ref(p), time_stages)
+                    .map(|mut s| s.remove(0));
                 (p.0, one)
             })
             .collect(),
@@ -257,12 +262,17 @@ fn judge_together(
     model: &Reranker,
     query: &PreparedQuery,
     photos: &[(usize, PhotoInput)],
+    time_stages: bool,
 ) -> Result<Vec<PhotoScore>, String> {
     let start = Instant::now();
     let inputs: Vec<&PhotoInput> = photos.iter().map(|(_, p)| p).collect();
     let tokens = model.encode_photos(&inputs).map_err(|e| e.to_string())?;
-    model.synchronize().map_err(|e| e.to_string())?;
-    let vision = start.elapsed();
+    let vision = if time_stages {
+        model.synchronize().map_err(|e| e.to_string())?;
+        Some(start.elapsed())
+    } else {
+        None
+    };
     // Photos of the same grid share one language-model batch.
     let mut judgements = vec![None; photos.len()];
     let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
@@ -281,7 +291,6 @@ fn judge_together(
             judgements[i] = Some(j);
         }
     }
-    model.synchronize().map_err(|e| e.to_string())?;
     let per_photo = |d: Duration| d.as_secs_f64() / photos.len() as f64;
     let total = start.elapsed();
     Ok(photos
@@ -298,7 +307,7 @@ fn judge_together(
                 input_size: input.input_size,
                 original_size: input.original_size,
                 seconds: per_photo(total),
-                vision_seconds: per_photo(vision),
+                vision_seconds: vision.map(per_photo),
             }
         })
         .collect())
