@@ -419,9 +419,7 @@ pub fn segment_attention(
 }
 
 /// Borrows the CUDA storage of a tensor held by an op.
-fn cuda_storage(
-    t: &Tensor,
-) -> Result<(std::sync::RwLockReadGuard<'_, candle_core::Storage>, Layout)> {
+fn cuda_storage(t: &Tensor) -> Result<(candle_core::StorageRef<'_>, Layout)> {
     let (storage, layout) = t.storage_and_layout();
     if !matches!(&*storage, candle_core::Storage::Cuda(_)) {
         candle_core::bail!("the fused kernels need their inputs on the GPU");
