@@ -17,7 +17,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 BIN=/tmp/lychee-rerank
 [ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
-STEPS=${*:-tiny bench7b parity7b}
+STEPS=${*:-tiny bench7b memory parity7b}
 QUERY="a red umbrella on a sunny beach"
 PHOTOS=${PHOTOS:-64}
 R7B=/tmp/rand7b
@@ -53,12 +53,30 @@ if has bench7b; then
   done
 fi
 
+# Device memory as nvidia-smi sees it (CUDA context included), polled every 20 ms.
+peak() {
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 > /tmp/mem.txt &
+  local poller=$!
+  "$@"
+  kill "$poller"; wait "$poller" 2>/dev/null
+  echo "peak device memory: $(sort -n /tmp/mem.txt | tail -1) MiB"
+}
+
+if has memory; then
+  step "peak memory at batch 1 with 1280 visual tokens per photo (1280x1024 photos)"
+  peak timeout 300 "$BIN" bench --model "$R7B" --photos 8 --batch 1 --size 1280x1024 --json "$OUT/bench_candle_1280.json"
+fi
+
 if has parity7b; then
   step "random 7B-shaped weights: candle bf16 vs transformers bf16 on the same photos"
   N=${PARITY_PHOTOS:-16}
-  mkdir -p /tmp/p7b-sub && ls "$P7B"/*.jpg | head -n "$N" | xargs -I{} cp {} /tmp/p7b-sub/
+  # the fixture photos (varied sizes and content) and some of the synthetic ones
+  mkdir -p /tmp/p7b-sub && cp tests/fixtures/photos/* /tmp/p7b-sub/ && ls "$P7B"/*.jpg | head -n "$N" | xargs -I{} cp {} /tmp/p7b-sub/
   timeout 300 "$BIN" rank --model "$R7B" --query "$QUERY" --json /tmp/p7b-sub > "$OUT/7b_candle_bf16.jsonl"
   timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype bf16 --query "$QUERY" /tmp/p7b-sub > "$OUT/7b_tf_bf16.jsonl"
+  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype f32 --query "$QUERY" /tmp/p7b-sub > "$OUT/7b_tf_f32.jsonl"
   python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_bf16.jsonl" --label "7B random: candle bf16 vs transformers bf16"
+  python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: candle bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$OUT/7b_tf_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: transformers bf16 vs transformers f32"
 fi
 step done

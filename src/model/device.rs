@@ -48,6 +48,7 @@ impl ComputeDevice {
                     // cross-stream events that tracking records are never needed; they cost
                     // time on every kernel launch.
                     unsafe { cuda.disable_event_tracking() };
+                    keep_freed_memory_pooled();
                 }
                 let name = gpu_name().unwrap_or_else(|| "CUDA GPU 0".into());
                 (
@@ -107,6 +108,29 @@ impl ComputeDevice {
             DType::F32 => "f32",
             _ => "other",
         }
+    }
+}
+
+/// Tensors are allocated from the device's stream-ordered memory pool, which by default
+/// hands freed memory back to the driver at every synchronization (once per photo), so the
+/// large attention and MLP buffers were mapped anew for each photo. Keeping freed memory in
+/// the pool makes those allocations free; the pool's size stays at the peak of one batch.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory_pooled() {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Ok(device) = result::device::get(0) else { return };
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: plain driver calls on the current device with valid out-pointers.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, device) != sys::CUresult::CUDA_SUCCESS {
+            return;
+        }
+        let mut threshold = u64::MAX;
+        let _ = sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        );
     }
 }
 
