@@ -1,8 +1,14 @@
 //! Lychee Rerank: ranks a photo library by how well each photo matches a description,
 //! with the Lychee-rerank-mm model running locally.
 
+#[cfg(feature = "gui")]
+pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod hub;
 pub mod library;
 pub mod model;
 pub mod worker;
+
+/// The name of the app's folders (cache, settings).
+pub const APP_DIR_NAME: &str = "lychee-rerank";

@@ -8,10 +8,14 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Rank(args)) => cli::rank::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
+        #[cfg(feature = "gui")]
+        None => lychee_rerank::app::run(cli.paths, cli.model),
+        #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;
+            eprintln!("this build has no window; use a subcommand");
             let _ = Cli::command().print_help();
-            ExitCode::SUCCESS
+            ExitCode::FAILURE
         }
     }
 }

@@ -22,6 +22,9 @@ use crate::model::DEFAULT_INSTRUCTION;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The model the window uses: a folder or a Hugging Face id (remembered).
+    #[arg(long, value_name = "DIR_OR_HUB_ID")]
+    pub model: Option<String>,
     /// Photos or folders to open in the window.
     pub paths: Vec<PathBuf>,
 }

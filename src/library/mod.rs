@@ -2,7 +2,9 @@
 //! Everything here only reads the user's files.
 
 pub mod decode;
+pub mod export;
 pub mod scan;
+pub mod thumbnails;
 
 pub use decode::{DecodedPhoto, PhotoError, decode_photo};
 pub use scan::{ScanResult, scan_paths};

@@ -118,7 +118,9 @@ impl ComputeDevice {
 #[cfg(feature = "cuda")]
 fn keep_freed_memory_pooled() {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
-    let Ok(device) = result::device::get(0) else { return };
+    let Ok(device) = result::device::get(0) else {
+        return;
+    };
     let mut pool = std::ptr::null_mut();
     // SAFETY: plain driver calls on the current device with valid out-pointers.
     unsafe {

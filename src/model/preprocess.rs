@@ -120,6 +120,7 @@ impl PreprocessConfig {
         if let Some(v) = max_pixels {
             out.max_pixels = v;
         }
+        out.min_pixels = out.min_pixels.min(out.max_pixels);
         out
     }
 }

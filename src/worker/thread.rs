@@ -45,6 +45,8 @@ pub struct ModelInfo {
     pub dtype: String,
     pub gpu_memory_used_mib: Option<u64>,
     pub load_seconds: f64,
+    /// The most pixels the model's preprocessor scales a photo to.
+    pub max_pixels: usize,
     /// Set when a GPU was wanted but the CPU is used (and why).
     pub note: Option<String>,
 }
@@ -242,6 +244,7 @@ impl Worker {
                         .memory()
                         .map(|(free, total)| (total - free) >> 20),
                     load_seconds: start.elapsed().as_secs_f64(),
+                    max_pixels: model.preprocess.max_pixels,
                     note,
                 };
                 self.model = Some(model);

@@ -1,0 +1,663 @@
+//! `LycheeApp`: the window's runtime (the inference thread, the library, thumbnails, the
+//! current ranking) and the events that change it. The panels are drawn by the `*_ui`
+//! functions of the sibling modules.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use super::photos::Library;
+use super::state::AppState;
+use super::textures::Thumbnails;
+use crate::hub::{ModelSource, resolve_local};
+use crate::model::device::DevicePreference;
+use crate::worker::rank::{PhotoScore, RankEvent, RankOutcome, RankRequest};
+use crate::worker::thread::{Command, Event, InferenceThread, JobId, ModelInfo};
+
+/// How the window is started.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Photos or folders to add at start (`lychee-rerank PATH...`).
+    pub paths: Vec<PathBuf>,
+    /// Where thumbnails are cached.
+    pub cache_dir: PathBuf,
+    /// The model to load at start instead of the saved setting.
+    pub model: Option<String>,
+    /// Whether to load the model at start.
+    pub load_model: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            paths: Vec::new(),
+            cache_dir: crate::cache::dirs::thumbnail_dir(),
+            model: None,
+            load_model: true,
+        }
+    }
+}
+
+/// Where the model stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelStatus {
+    /// Nothing loaded; the reason says what to do.
+    Missing {
+        name: String,
+        reason: String,
+    },
+    Loading {
+        name: String,
+        since: Instant,
+    },
+    Ready(ModelInfo),
+    Failed {
+        name: String,
+        reason: String,
+    },
+}
+
+/// What happened to one photo in the current ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Scored(PhotoScore),
+    Failed(String),
+}
+
+/// The current (or last) ranking.
+#[derive(Debug)]
+pub struct Run {
+    pub job: JobId,
+    pub photos: Vec<PathBuf>,
+    pub query_text: String,
+    pub query_image: Option<PathBuf>,
+    pub instruction: String,
+    pub query_tokens: Option<usize>,
+    pub started: Instant,
+    pub done: usize,
+    pub failed: usize,
+    /// Index of the photo the model is on.
+    pub current: Option<usize>,
+    pub end: Option<RunEnd>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// How a ranking ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    Finished { seconds: f64 },
+    Cancelled { seconds: f64 },
+    Failed(String),
+}
+
+impl Run {
+    /// True while the model works on it.
+    pub fn active(&self) -> bool {
+        self.end.is_none()
+    }
+
+    /// Photos per second so far.
+    pub fn rate(&self) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            (self.done + self.failed) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A line for the status bar.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub text: String,
+    pub error: bool,
+    pub at: Instant,
+}
+
+/// Results of file dialogs, which run on their own threads.
+#[derive(Debug)]
+pub enum DialogResult {
+    AddPaths(Vec<PathBuf>),
+    QueryImage(PathBuf),
+    ModelFolder(PathBuf),
+    ExportCsv(PathBuf),
+    ExportJson(PathBuf),
+    CopyTo(PathBuf),
+}
+
+/// The app.
+pub struct LycheeApp {
+    pub state: AppState,
+    pub(super) worker: InferenceThread,
+    pub model: ModelStatus,
+    pub library: Library,
+    pub(super) thumbs: Thumbnails,
+    /// Outcomes of the current ranking, by photo.
+    pub outcomes: HashMap<PathBuf, Outcome>,
+    pub run: Option<Run>,
+    next_job: JobId,
+    pub query_image: Option<PathBuf>,
+    /// The photo whose model output is open.
+    pub inspect: Option<PathBuf>,
+    pub selection: HashSet<PathBuf>,
+    pub notices: Vec<Notice>,
+    pub(super) dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
+    /// Where the query image zone was drawn last frame (files dropped there become the
+    /// query image).
+    pub(super) query_drop_zone: Option<egui::Rect>,
+    /// Ranked view, recomputed when outcomes or the library change.
+    pub(super) view: super::results::RankedView,
+    /// A copy to a folder in progress: the folder and where its report arrives.
+    pub(super) pending_copy: Option<(PathBuf, Receiver<crate::library::export::CopyReport>)>,
+    pub(super) ctx: egui::Context,
+}
+
+impl LycheeApp {
+    /// Creates the app: restores settings, starts the inference thread, loads the model,
+    /// and adds `options.paths`.
+    pub fn new(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        options: AppOptions,
+    ) -> Self {
+        let mut state: AppState = storage
+            .and_then(|s| eframe::get_value(s, AppState::KEY))
+            .unwrap_or_default();
+        if let Some(model) = &options.model {
+            state.model = model.clone();
+        }
+        let repaint = ctx.clone();
+        let worker = InferenceThread::spawn(move || repaint.request_repaint());
+        let mut app = LycheeApp {
+            state,
+            worker,
+            model: ModelStatus::Missing {
+                name: String::new(),
+                reason: "no model loaded yet".into(),
+            },
+            library: Library::default(),
+            thumbs: Thumbnails::new(options.cache_dir.clone(), ctx),
+            outcomes: HashMap::new(),
+            run: None,
+            next_job: 1,
+            query_image: None,
+            inspect: None,
+            selection: HashSet::new(),
+            notices: Vec::new(),
+            dialogs: unbounded(),
+            query_drop_zone: None,
+            view: Default::default(),
+            pending_copy: None,
+            ctx: ctx.clone(),
+        };
+        if options.load_model {
+            app.load_model(app.state.model.clone());
+        }
+        if !options.paths.is_empty() {
+            app.add_paths(options.paths);
+        }
+        app
+    }
+
+    /// Loads the model named by `spec` (a folder or a Hub id) if it is on disk.
+    pub fn load_model(&mut self, spec: String) {
+        let source = match ModelSource::parse(&spec, None) {
+            Ok(s) => s,
+            Err(e) => {
+                self.model = ModelStatus::Failed {
+                    name: spec,
+                    reason: e.to_string(),
+                };
+                return;
+            }
+        };
+        let name = source.display();
+        if let Err(e) = resolve_local(&source) {
+            self.model = ModelStatus::Missing {
+                name,
+                reason: e.to_string(),
+            };
+            return;
+        }
+        self.state.model = spec;
+        if self.worker.send(Command::LoadModel {
+            source,
+            device: DevicePreference::Auto,
+        }) {
+            self.model = ModelStatus::Loading {
+                name,
+                since: Instant::now(),
+            };
+        } else {
+            self.notify_error("the inference thread is busy; try again in a moment");
+        }
+    }
+
+    /// Adds photos and folders (walked in the background).
+    pub fn add_paths(&mut self, paths: Vec<PathBuf>) {
+        let ctx = self.ctx.clone();
+        self.library.add(paths, move || ctx.request_repaint());
+    }
+
+    /// Why a ranking cannot start now, if it cannot.
+    pub fn cannot_rank_because(&self) -> Option<String> {
+        if self.run.as_ref().is_some_and(Run::active) {
+            return Some("a ranking is running".into());
+        }
+        match &self.model {
+            ModelStatus::Ready(_) => {}
+            ModelStatus::Loading { .. } => return Some("the model is still loading".into()),
+            ModelStatus::Missing { .. } | ModelStatus::Failed { .. } => {
+                return Some("no model is loaded".into());
+            }
+        }
+        if self.library.is_empty() {
+            return Some(if self.library.scanning() {
+                "the folders are still being read".into()
+            } else {
+                "add photos first".into()
+            });
+        }
+        if self.state.query.trim().is_empty() && self.query_image.is_none() {
+            return Some("describe the photo, or give an example image".into());
+        }
+        None
+    }
+
+    /// Starts ranking every photo of the library against the query.
+    pub fn start_ranking(&mut self) {
+        if self.cannot_rank_because().is_some() {
+            return;
+        }
+        let job = self.next_job;
+        self.next_job += 1;
+        // The resolution setting caps the model's own limit; it never raises it.
+        let model_max = match &self.model {
+            ModelStatus::Ready(info) => info.max_pixels,
+            _ => usize::MAX,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let request = RankRequest {
+            query_text: self.state.query.trim().to_owned(),
+            query_image: self.query_image.clone(),
+            instruction: self.state.instruction.clone(),
+            photos: self.library.photos.clone(),
+            min_pixels: None,
+            max_pixels: Some(self.state.max_pixels().min(model_max)),
+        };
+        let run = Run {
+            job,
+            photos: request.photos.clone(),
+            query_text: request.query_text.clone(),
+            query_image: request.query_image.clone(),
+            instruction: request.instruction.clone(),
+            query_tokens: None,
+            started: Instant::now(),
+            done: 0,
+            failed: 0,
+            current: None,
+            end: None,
+            cancel: Arc::clone(&cancel),
+        };
+        if !self.worker.send(Command::Rank {
+            job,
+            request,
+            cancel,
+        }) {
+            self.notify_error("the inference thread is busy; try again in a moment");
+            return;
+        }
+        self.outcomes.clear();
+        self.inspect = None;
+        self.run = Some(run);
+        self.view.invalidate();
+    }
+
+    /// Asks the running ranking to stop after the current photo.
+    pub fn cancel_ranking(&mut self) {
+        if let Some(run) = &self.run {
+            run.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes in everything that happened since the last frame.
+    pub fn poll(&mut self) {
+        let events: Vec<Event> = self.worker.try_events().collect();
+        for event in events {
+            self.on_event(event);
+        }
+        if self.library.poll() {
+            self.view.invalidate();
+        }
+        while let Ok(result) = self.dialogs.1.try_recv() {
+            self.on_dialog(result);
+        }
+        if let Some((dir, rx)) = &self.pending_copy
+            && let Ok(report) = rx.try_recv()
+        {
+            let dir = dir.clone();
+            self.pending_copy = None;
+            let mut text = format!("Copied {} photos to {}", report.copied.len(), dir.display());
+            if !report.failed.is_empty() {
+                text.push_str(&format!(
+                    "; {} could not be copied ({})",
+                    report.failed.len(),
+                    report.failed[0].1
+                ));
+                self.notify_error(&text);
+            } else {
+                self.notify(text);
+            }
+        }
+        self.notices
+            .retain(|n| n.at.elapsed() < Duration::from_secs(if n.error { 30 } else { 10 }));
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ModelLoading { name } => {
+                self.model = ModelStatus::Loading {
+                    name,
+                    since: Instant::now(),
+                }
+            }
+            Event::ModelReady(info) => self.model = ModelStatus::Ready(info),
+            Event::ModelFailed { name, reason } => {
+                self.model = ModelStatus::Failed { name, reason }
+            }
+            Event::Recovered { reason } => {
+                self.notify_error(&reason);
+                if let Some(run) = self.run.as_mut().filter(|r| r.active()) {
+                    run.end = Some(RunEnd::Failed(reason));
+                }
+            }
+            Event::Rank { job, event } => self.on_rank_event(job, event),
+            Event::RankFinished {
+                job,
+                outcome,
+                seconds,
+            } => {
+                if let Some(run) = self.run.as_mut().filter(|r| r.job == job) {
+                    run.current = None;
+                    run.end = Some(match outcome {
+                        RankOutcome::Finished => RunEnd::Finished { seconds },
+                        RankOutcome::Cancelled => RunEnd::Cancelled { seconds },
+                    });
+                }
+            }
+            Event::RankFailed { job, reason } => {
+                if let Some(run) = self.run.as_mut().filter(|r| r.job == job) {
+                    run.current = None;
+                    run.end = Some(RunEnd::Failed(reason));
+                }
+            }
+        }
+    }
+
+    fn on_rank_event(&mut self, job: JobId, event: RankEvent) {
+        // Events of an older ranking are stale.
+        let Some(run) = self.run.as_mut().filter(|r| r.job == job) else {
+            return;
+        };
+        match event {
+            RankEvent::Started { query_tokens, .. } => run.query_tokens = query_tokens,
+            RankEvent::PhotoStarted { index } => run.current = Some(index),
+            RankEvent::PhotoScored { index, score } => {
+                run.done += 1;
+                if let Some(path) = run.photos.get(index) {
+                    self.outcomes.insert(path.clone(), Outcome::Scored(score));
+                    self.view.invalidate();
+                }
+            }
+            RankEvent::PhotoFailed { index, reason } => {
+                run.failed += 1;
+                if let Some(path) = run.photos.get(index) {
+                    self.outcomes.insert(path.clone(), Outcome::Failed(reason));
+                    self.view.invalidate();
+                }
+            }
+        }
+    }
+
+    fn on_dialog(&mut self, result: DialogResult) {
+        match result {
+            DialogResult::AddPaths(paths) => self.add_paths(paths),
+            DialogResult::QueryImage(path) => self.query_image = Some(path),
+            DialogResult::ModelFolder(path) => self.load_model(path.to_string_lossy().into_owned()),
+            DialogResult::ExportCsv(path) => self.export(&path, false),
+            DialogResult::ExportJson(path) => self.export(&path, true),
+            DialogResult::CopyTo(dir) => self.copy_to(&dir),
+        }
+    }
+
+    /// Opens a file dialog on its own thread (dialogs block while open).
+    pub fn dialog(&self, kind: DialogKind) {
+        let tx = self.dialogs.0.clone();
+        let ctx = self.ctx.clone();
+        let _ = std::thread::Builder::new()
+            .name("file-dialog".into())
+            .spawn(move || {
+                let result = kind.run();
+                if let Some(r) = result {
+                    let _ = tx.send(r);
+                    ctx.request_repaint();
+                }
+            });
+    }
+
+    pub fn notify(&mut self, text: impl Into<String>) {
+        self.notices.push(Notice {
+            text: text.into(),
+            error: false,
+            at: Instant::now(),
+        });
+    }
+
+    pub fn notify_error(&mut self, text: &str) {
+        self.notices.push(Notice {
+            text: text.to_owned(),
+            error: true,
+            at: Instant::now(),
+        });
+    }
+
+    /// The ranked photos as exported: what the grid shows, best first.
+    pub fn export_rows(&mut self) -> Vec<crate::library::export::ExportRow> {
+        let order = self.ranked().to_vec();
+        order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, path)| match self.outcomes.get(path) {
+                Some(Outcome::Scored(s)) => Some(crate::library::export::ExportRow {
+                    rank: i + 1,
+                    path: path.clone(),
+                    score: s.score,
+                    logit_yes: s.logit_yes,
+                    logit_no: s.logit_no,
+                    visual_tokens: s.visual_tokens,
+                    width: s.original_size.0,
+                    height: s.original_size.1,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn export(&mut self, path: &Path, json: bool) {
+        let rows = self.export_rows();
+        let (query, instruction) = self
+            .run
+            .as_ref()
+            .map(|r| (r.query_text.clone(), r.instruction.clone()))
+            .unwrap_or_default();
+        let text = if json {
+            crate::library::export::to_json(&query, &instruction, &rows)
+        } else {
+            crate::library::export::to_csv(&rows)
+        };
+        match crate::library::export::write_text(path, &text) {
+            Ok(()) => self.notify(format!(
+                "Saved the ranking of {} photos to {}",
+                rows.len(),
+                path.display()
+            )),
+            Err(e) => self.notify_error(&format!("Could not save {}: {e}", path.display())),
+        }
+    }
+
+    /// The photos a copy takes: the selection, else what the grid shows.
+    pub fn photos_to_copy(&mut self) -> Vec<PathBuf> {
+        let order = self.ranked().to_vec();
+        let shown: Vec<PathBuf> = order
+            .into_iter()
+            .filter(|p| matches!(self.outcomes.get(p), Some(Outcome::Scored(_))))
+            .collect();
+        if self.selection.is_empty() {
+            shown
+        } else {
+            shown
+                .into_iter()
+                .filter(|p| self.selection.contains(p))
+                .collect()
+        }
+    }
+
+    fn copy_to(&mut self, dir: &Path) {
+        let photos = self.photos_to_copy();
+        // Copies of a few hundred photos take a while: done off the window's thread.
+        let tx_ctx = self.ctx.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let dir_owned = dir.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("copy-photos".into())
+            .spawn(move || {
+                let report = crate::library::export::copy_to_folder(&photos, &dir_owned);
+                let _ = tx.send(report);
+                tx_ctx.request_repaint();
+            });
+        self.pending_copy = Some((dir.to_path_buf(), rx));
+    }
+}
+
+/// A file dialog to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogKind {
+    AddPhotos,
+    AddFolder,
+    QueryImage,
+    ModelFolder,
+    ExportCsv,
+    ExportJson,
+    CopyTo,
+}
+
+impl DialogKind {
+    fn run(self) -> Option<DialogResult> {
+        let images = [
+            "jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif", "tiff",
+        ];
+        let dialog = rfd::FileDialog::new();
+        match self {
+            DialogKind::AddPhotos => dialog
+                .set_title("Add photos")
+                .add_filter("Photos", &images)
+                .pick_files()
+                .map(DialogResult::AddPaths),
+            DialogKind::AddFolder => dialog
+                .set_title("Add folders of photos")
+                .pick_folders()
+                .map(DialogResult::AddPaths),
+            DialogKind::QueryImage => dialog
+                .set_title("Choose an example image")
+                .add_filter("Images", &images)
+                .pick_file()
+                .map(DialogResult::QueryImage),
+            DialogKind::ModelFolder => dialog
+                .set_title("Choose a model folder")
+                .pick_folder()
+                .map(DialogResult::ModelFolder),
+            DialogKind::ExportCsv => dialog
+                .set_title("Save the ranking as CSV")
+                .set_file_name("ranking.csv")
+                .add_filter("CSV", &["csv"])
+                .save_file()
+                .map(DialogResult::ExportCsv),
+            DialogKind::ExportJson => dialog
+                .set_title("Save the ranking as JSON")
+                .set_file_name("ranking.json")
+                .add_filter("JSON", &["json"])
+                .save_file()
+                .map(DialogResult::ExportJson),
+            DialogKind::CopyTo => dialog
+                .set_title("Copy the photos to a folder")
+                .pick_folder()
+                .map(DialogResult::CopyTo),
+        }
+    }
+}
+
+impl eframe::App for LycheeApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll();
+        super::upload::handle_drops(self, ctx);
+        self.thumbs.begin_frame(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.draw(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, AppState::KEY, &self.state);
+    }
+}
+
+impl LycheeApp {
+    /// Draws the whole window into `ui`.
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::left("sidebar")
+            .resizable(true)
+            .default_size(330.0)
+            .min_size(260.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("sidebar-scroll")
+                    .show(ui, |ui| super::sidebar::sidebar_ui(self, ui));
+            });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            super::upload::upload_ui(self, ui);
+            if self.run.is_some() {
+                ui.separator();
+                super::progress::progress_ui(self, ui);
+                super::results::toolbar_ui(self, ui);
+            }
+            ui.separator();
+            if !self.library.is_empty() {
+                super::results::grid_ui(self, ui);
+            }
+        });
+        let ctx = ui.ctx().clone();
+        super::output::model_output_ui(self, &ctx);
+        super::upload::drop_overlay_ui(&ctx);
+    }
+
+    fn status_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| match self.notices.last() {
+            Some(n) if n.error => {
+                ui.colored_label(ui.visuals().error_fg_color, &n.text);
+            }
+            Some(n) => {
+                ui.label(&n.text);
+            }
+            None => {
+                ui.weak("Your photos are only read: nothing is moved, changed or uploaded.");
+            }
+        });
+    }
+}
