@@ -244,6 +244,11 @@ impl LycheeApp {
         self.library.add(paths, move || ctx.request_repaint());
     }
 
+    /// How many thumbnails were asked for: only visible tiles ask.
+    pub fn thumbnail_requests(&self) -> usize {
+        self.thumbs.requested()
+    }
+
     /// Why a ranking cannot start now, if it cannot.
     pub fn cannot_rank_because(&self) -> Option<String> {
         if self.run.as_ref().is_some_and(Run::active) {

@@ -17,7 +17,7 @@ mod upload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use lychee::{AppOptions, LycheeApp, ModelStatus};
+pub use lychee::{AppOptions, LycheeApp, ModelStatus, Outcome, Run, RunEnd};
 
 /// The app's id (window class on Linux, settings folder name).
 pub const APP_ID: &str = "lychee-rerank";

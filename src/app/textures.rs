@@ -129,6 +129,11 @@ impl Thumbnails {
         }
     }
 
+    /// Photos whose thumbnails were asked for (and not evicted).
+    pub fn requested(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Forgets everything (after the library was cleared).
     pub fn clear(&mut self) {
         self.pool.clear_pending();

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Starts the real binary under a virtual X display with the tiny model and the fixture
+# photos, and checks that its window appears and stays up. Used by .ci/run; needs Xvfb,
+# xwininfo (x11-utils) and Mesa's software OpenGL.
+#
+#   scripts/smoke_gui.sh [path/to/lychee-rerank]
+set -euo pipefail
+BIN=${1:-target/release/lychee-rerank}
+tmp=$(mktemp -d)
+display=:$((90 + RANDOM % 9))
+cleanup() {
+  kill "${app:-}" "${xvfb:-}" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+Xvfb "$display" -screen 0 1280x820x24 >"$tmp/xvfb.log" 2>&1 &
+xvfb=$!
+sleep 1
+export DISPLAY=$display HOME=$tmp/home XDG_CONFIG_HOME=$tmp/config XDG_DATA_HOME=$tmp/data LYCHEE_CACHE_DIR=$tmp/cache
+mkdir -p "$HOME"
+"$BIN" --model tests/fixtures/tiny-model tests/fixtures/photos >"$tmp/app.log" 2>&1 &
+app=$!
+for _ in $(seq 1 120); do
+  if xwininfo -root -tree 2>/dev/null | grep -q '"Lychee Rerank"'; then
+    sleep 2
+    if kill -0 "$app" 2>/dev/null; then
+      echo "smoke: the window appeared and is running"
+      exit 0
+    fi
+    break
+  fi
+  kill -0 "$app" 2>/dev/null || break
+  sleep 0.5
+done
+echo "smoke: the window did not appear; the app said:" >&2
+cat "$tmp/app.log" >&2
+exit 1

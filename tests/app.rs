@@ -1,0 +1,191 @@
+//! The window, driven like a person drives it (egui_kittest): type a query, drop a folder,
+//! press Rerank, open a model output, cancel a long run. The ranking runs on the real
+//! inference thread with the tiny fixture model.
+#![cfg(feature = "gui")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{Queryable, by};
+use lychee_rerank::app::{AppOptions, LycheeApp, ModelStatus};
+
+const QUERY: &str = "a red umbrella on a sunny beach";
+
+/// A file dropped on the window, as the windowing backend hands it over.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn harness(cache: &Path) -> Harness<'static, LycheeApp> {
+    let cache = cache.to_path_buf();
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 820.0))
+        .allow_missing_glyphs()
+        .build_eframe(move |cc| {
+            LycheeApp::new(
+                &cc.egui_ctx,
+                None,
+                AppOptions {
+                    paths: Vec::new(),
+                    cache_dir: cache,
+                    model: Some(common::model_dir().to_string_lossy().into_owned()),
+                    load_model: true,
+                },
+            )
+        })
+}
+
+fn wait_for(h: &mut Harness<'_, LycheeApp>, what: &str, done: impl Fn(&LycheeApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+fn drop_folder(h: &mut Harness<'_, LycheeApp>, dir: &Path) {
+    h.input_mut().dropped_files.push(Arc::new(Dropped(dir.to_path_buf())));
+    h.step();
+    wait_for(h, "the folder to be read", |a| !a.library.is_empty() && !a.library.scanning());
+}
+
+fn type_query(h: &mut Harness<'_, LycheeApp>) {
+    h.get_by_role(egui::accesskit::Role::MultilineTextInput).click();
+    h.step();
+    h.get_by_role(egui::accesskit::Role::MultilineTextInput).type_text(QUERY);
+    h.step();
+    assert_eq!(h.state().state.query, QUERY);
+}
+
+fn names(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn a_dropped_folder_ranks_like_the_rank_command() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = harness(cache.path());
+    // before anything: the drop area says what to do, and Rerank says why it is off
+    h.step();
+    h.get_by_label("Drop photos or folders here");
+    wait_for(&mut h, "the model", |a| matches!(a.model, ModelStatus::Ready(_)));
+    assert!(h.state().cannot_rank_because().is_some());
+
+    drop_folder(&mut h, &common::photo_dir());
+    assert_eq!(h.state().library.len(), common::reference().photos.len());
+    type_query(&mut h);
+    h.get_by_label("Rerank").click();
+    h.step();
+    wait_for(&mut h, "the ranking", |a| a.run.as_ref().is_some_and(|r| !r.active()));
+    let app_order = names(&h.state_mut().ranked().to_vec());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
+        .args(["rank", "--json", "--query", QUERY, "--model"])
+        .arg(common::model_dir())
+        .arg(common::photo_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli_order: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| Path::new(v["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(app_order, cli_order);
+
+    // The best photo's model output.
+    h.get(by().label_contains("Rank 1 ·")).click();
+    // a window takes a frame to size itself before it shows
+    h.run_steps(3);
+    assert_eq!(h.state().inspect.as_ref().map(|p| names(&[p.clone()])[0].clone()), Some(app_order[0].clone()));
+    h.get_by_label("Score P(yes)");
+    h.get_by_label("Model input size");
+    h.get_by_label("The prompt as the model read it:");
+    h.get_by_label("Open photo");
+    h.get_by_label("Copy path");
+}
+
+#[test]
+fn cancel_stops_and_keeps_the_scores() {
+    let cache = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    // many photos, so that the run is still going when Cancel is pressed
+    for i in 0..60 {
+        for f in ["beach_landscape.jpg", "portrait.png", "large_photo.jpg", "palette.gif"] {
+            std::fs::copy(common::photo_dir().join(f), photos.path().join(format!("{i:03}-{f}"))).unwrap();
+        }
+    }
+    let mut h = harness(cache.path());
+    wait_for(&mut h, "the model", |a| matches!(a.model, ModelStatus::Ready(_)));
+    drop_folder(&mut h, photos.path());
+    let total = h.state().library.len();
+    assert_eq!(total, 240);
+    type_query(&mut h);
+    h.get_by_label("Rerank").click();
+    h.step();
+    wait_for(&mut h, "a few scores", |a| a.run.as_ref().is_some_and(|r| r.done >= 3));
+    h.get_by_label("Cancel").click();
+    h.step();
+    wait_for(&mut h, "the ranking to stop", |a| a.run.as_ref().is_some_and(|r| !r.active()));
+    let app = h.state_mut();
+    let run = app.run.as_ref().unwrap();
+    assert!(matches!(run.end, Some(lychee_rerank::app::RunEnd::Cancelled { .. })), "{:?}", run.end);
+    let done = run.done;
+    assert!(done >= 3 && done < total, "{done} of {total}");
+    assert_eq!(app.outcomes.len(), done + run.failed);
+    // the scores stay and stay ranked
+    assert_eq!(app.ranked().len(), done);
+    h.get(by().label_contains("Stopped after"));
+    h.get(by().label_contains("Rank 1 ·"));
+}
+
+#[test]
+fn ten_thousand_photos_lay_out_only_the_visible_rows() {
+    let cache = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    for i in 0..10_000 {
+        std::fs::write(photos.path().join(format!("{i:05}.jpg")), b"").unwrap();
+    }
+    let mut h = harness(cache.path());
+    drop_folder(&mut h, photos.path());
+    assert_eq!(h.state().library.len(), 10_000);
+    let frames = 30;
+    let start = Instant::now();
+    for _ in 0..frames {
+        h.step();
+    }
+    let still = start.elapsed() / frames;
+    let start = Instant::now();
+    for _ in 0..frames {
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Point,
+            delta: egui::vec2(0.0, -400.0),
+            modifiers: egui::Modifiers::NONE,
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+        });
+        h.step();
+    }
+    let scrolling = start.elapsed() / frames;
+    eprintln!("10,000 placeholder tiles: {still:?} per frame still, {scrolling:?} per frame scrolling");
+    // Virtualized: only the rows that were on screen asked for thumbnails.
+    let asked = h.state().thumbnail_requests();
+    assert!(asked > 0 && asked < 400, "{asked} thumbnails asked for");
+}
