@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Rank(args)) => cli::rank::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
+        Some(Command::Download(args)) => cli::download::run(args),
         #[cfg(feature = "gui")]
         None => lychee_rerank::app::run(cli.paths, cli.model),
         #[cfg(not(feature = "gui"))]

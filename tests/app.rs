@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{Queryable, by};
 use lychee_rerank::app::{AppOptions, LycheeApp, ModelStatus};
+use lychee_rerank::hub::cache::HfCache;
+use lychee_rerank::hub::download::HubConfig;
 
 const QUERY: &str = "a red umbrella on a sunny beach";
 
@@ -31,19 +33,38 @@ impl egui::DroppedFile for Dropped {
 }
 
 fn harness(cache: &Path) -> Harness<'static, LycheeApp> {
+    harness_with(
+        cache,
+        common::model_dir().to_string_lossy().into_owned(),
+        None,
+    )
+}
+
+fn harness_with(
+    cache: &Path,
+    model: String,
+    hub: Option<HubConfig>,
+) -> Harness<'static, LycheeApp> {
     let cache = cache.to_path_buf();
     Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
         .allow_missing_glyphs()
         .build_eframe(move |cc| {
+            let hub = hub.unwrap_or_else(|| HubConfig {
+                endpoint: "http://127.0.0.1:9".into(),
+                cache: HfCache::new(cache.join("hub")),
+                token: None,
+                offline: true,
+            });
             LycheeApp::new(
                 &cc.egui_ctx,
                 None,
                 AppOptions {
                     paths: Vec::new(),
                     cache_dir: cache,
-                    model: Some(common::model_dir().to_string_lossy().into_owned()),
+                    model: Some(model),
                     load_model: true,
+                    hub,
                 },
             )
         })
@@ -60,21 +81,30 @@ fn wait_for(h: &mut Harness<'_, LycheeApp>, what: &str, done: impl Fn(&LycheeApp
 }
 
 fn drop_folder(h: &mut Harness<'_, LycheeApp>, dir: &Path) {
-    h.input_mut().dropped_files.push(Arc::new(Dropped(dir.to_path_buf())));
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(dir.to_path_buf())));
     h.step();
-    wait_for(h, "the folder to be read", |a| !a.library.is_empty() && !a.library.scanning());
+    wait_for(h, "the folder to be read", |a| {
+        !a.library.is_empty() && !a.library.scanning()
+    });
 }
 
 fn type_query(h: &mut Harness<'_, LycheeApp>) {
-    h.get_by_role(egui::accesskit::Role::MultilineTextInput).click();
+    h.get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .click();
     h.step();
-    h.get_by_role(egui::accesskit::Role::MultilineTextInput).type_text(QUERY);
+    h.get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .type_text(QUERY);
     h.step();
     assert_eq!(h.state().state.query, QUERY);
 }
 
 fn names(paths: &[PathBuf]) -> Vec<String> {
-    paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -84,7 +114,9 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     // before anything: the drop area says what to do, and Rerank says why it is off
     h.step();
     h.get_by_label("Drop photos or folders here");
-    wait_for(&mut h, "the model", |a| matches!(a.model, ModelStatus::Ready(_)));
+    wait_for(&mut h, "the model", |a| {
+        matches!(a.model, ModelStatus::Ready(_))
+    });
     assert!(h.state().cannot_rank_because().is_some());
 
     drop_folder(&mut h, &common::photo_dir());
@@ -92,7 +124,9 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     type_query(&mut h);
     h.get_by_label("Rerank").click();
     h.step();
-    wait_for(&mut h, "the ranking", |a| a.run.as_ref().is_some_and(|r| !r.active()));
+    wait_for(&mut h, "the ranking", |a| {
+        a.run.as_ref().is_some_and(|r| !r.active())
+    });
     let app_order = names(&h.state_mut().ranked().to_vec());
 
     let out = Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
@@ -106,7 +140,13 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| Path::new(v["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned())
+        .map(|v| {
+            Path::new(v["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(app_order, cli_order);
 
@@ -114,7 +154,13 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     h.get(by().label_contains("Rank 1 ·")).click();
     // a window takes a frame to size itself before it shows
     h.run_steps(3);
-    assert_eq!(h.state().inspect.as_ref().map(|p| names(&[p.clone()])[0].clone()), Some(app_order[0].clone()));
+    assert_eq!(
+        h.state()
+            .inspect
+            .as_ref()
+            .map(|p| names(&[p.clone()])[0].clone()),
+        Some(app_order[0].clone())
+    );
     h.get_by_label("Score P(yes)");
     h.get_by_label("Model input size");
     h.get_by_label("The prompt as the model read it:");
@@ -128,25 +174,44 @@ fn cancel_stops_and_keeps_the_scores() {
     let photos = tempfile::tempdir().unwrap();
     // many photos, so that the run is still going when Cancel is pressed
     for i in 0..60 {
-        for f in ["beach_landscape.jpg", "portrait.png", "large_photo.jpg", "palette.gif"] {
-            std::fs::copy(common::photo_dir().join(f), photos.path().join(format!("{i:03}-{f}"))).unwrap();
+        for f in [
+            "beach_landscape.jpg",
+            "portrait.png",
+            "large_photo.jpg",
+            "palette.gif",
+        ] {
+            std::fs::copy(
+                common::photo_dir().join(f),
+                photos.path().join(format!("{i:03}-{f}")),
+            )
+            .unwrap();
         }
     }
     let mut h = harness(cache.path());
-    wait_for(&mut h, "the model", |a| matches!(a.model, ModelStatus::Ready(_)));
+    wait_for(&mut h, "the model", |a| {
+        matches!(a.model, ModelStatus::Ready(_))
+    });
     drop_folder(&mut h, photos.path());
     let total = h.state().library.len();
     assert_eq!(total, 240);
     type_query(&mut h);
     h.get_by_label("Rerank").click();
     h.step();
-    wait_for(&mut h, "a few scores", |a| a.run.as_ref().is_some_and(|r| r.done >= 3));
+    wait_for(&mut h, "a few scores", |a| {
+        a.run.as_ref().is_some_and(|r| r.done >= 3)
+    });
     h.get_by_label("Cancel").click();
     h.step();
-    wait_for(&mut h, "the ranking to stop", |a| a.run.as_ref().is_some_and(|r| !r.active()));
+    wait_for(&mut h, "the ranking to stop", |a| {
+        a.run.as_ref().is_some_and(|r| !r.active())
+    });
     let app = h.state_mut();
     let run = app.run.as_ref().unwrap();
-    assert!(matches!(run.end, Some(lychee_rerank::app::RunEnd::Cancelled { .. })), "{:?}", run.end);
+    assert!(
+        matches!(run.end, Some(lychee_rerank::app::RunEnd::Cancelled { .. })),
+        "{:?}",
+        run.end
+    );
     let done = run.done;
     assert!(done >= 3 && done < total, "{done} of {total}");
     assert_eq!(app.outcomes.len(), done + run.failed);
@@ -184,8 +249,36 @@ fn ten_thousand_photos_lay_out_only_the_visible_rows() {
         h.step();
     }
     let scrolling = start.elapsed() / frames;
-    eprintln!("10,000 placeholder tiles: {still:?} per frame still, {scrolling:?} per frame scrolling");
+    eprintln!(
+        "10,000 placeholder tiles: {still:?} per frame still, {scrolling:?} per frame scrolling"
+    );
     // Virtualized: only the rows that were on screen asked for thumbnails.
     let asked = h.state().thumbnail_requests();
     assert!(asked > 0 && asked < 400, "{asked} thumbnails asked for");
+}
+
+#[test]
+fn a_fresh_start_downloads_the_model_then_it_is_ready() {
+    let server = common::hub_server::HubServer::start(&common::model_dir(), "vec-ai/tiny-lychee");
+    let cache = tempfile::tempdir().unwrap();
+    let hub = HubConfig {
+        endpoint: server.endpoint.clone(),
+        cache: HfCache::new(cache.path().join("hub")),
+        token: None,
+        offline: false,
+    };
+    let mut h = harness_with(cache.path(), "vec-ai/tiny-lychee".into(), Some(hub));
+    h.step();
+    // one sentence and one button: what, how big, from where, to where
+    assert!(matches!(h.state().model, ModelStatus::Missing { .. }));
+    h.get(by().label_contains("will be downloaded once from"));
+    h.get(by().label_contains("Download")).click();
+    h.step();
+    wait_for(&mut h, "the download and the model", |a| {
+        matches!(a.model, ModelStatus::Ready(_))
+    });
+    match &h.state().model {
+        ModelStatus::Ready(info) => assert_eq!(info.name, "vec-ai/tiny-lychee"),
+        other => panic!("{other:?}"),
+    }
 }

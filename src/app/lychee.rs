@@ -29,6 +29,8 @@ pub struct AppOptions {
     pub model: Option<String>,
     /// Whether to load the model at start.
     pub load_model: bool,
+    /// Where models are downloaded from and cached (default: the environment's).
+    pub hub: crate::hub::download::HubConfig,
 }
 
 impl Default for AppOptions {
@@ -38,6 +40,7 @@ impl Default for AppOptions {
             cache_dir: crate::cache::dirs::thumbnail_dir(),
             model: None,
             load_model: true,
+            hub: crate::hub::download::HubConfig::from_env(),
         }
     }
 }
@@ -130,6 +133,23 @@ pub enum DialogResult {
     CopyTo(PathBuf),
 }
 
+/// A model download running on its own thread.
+pub struct Download {
+    pub id: String,
+    pub revision: String,
+    pub cancel: Arc<AtomicBool>,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub file: String,
+    pub rate: crate::hub::download::Rate,
+    events: Receiver<DownloadMessage>,
+}
+
+enum DownloadMessage {
+    Event(crate::hub::download::DownloadEvent),
+    Done(Result<PathBuf, String>),
+}
+
 /// The app.
 pub struct LycheeApp {
     pub state: AppState,
@@ -152,9 +172,12 @@ pub struct LycheeApp {
     pub(super) query_drop_zone: Option<egui::Rect>,
     /// Ranked view, recomputed when outcomes or the library change.
     pub(super) view: super::results::RankedView,
+    /// A model download in progress.
+    pub download: Option<Download>,
     /// A copy to a folder in progress: the folder and where its report arrives.
     pub(super) pending_copy: Option<(PathBuf, Receiver<crate::library::export::CopyReport>)>,
     pub(super) ctx: egui::Context,
+    pub(super) hub: crate::hub::download::HubConfig,
 }
 
 impl LycheeApp {
@@ -192,8 +215,10 @@ impl LycheeApp {
             dialogs: unbounded(),
             query_drop_zone: None,
             view: Default::default(),
+            download: None,
             pending_copy: None,
             ctx: ctx.clone(),
+            hub: options.hub.clone(),
         };
         if options.load_model {
             app.load_model(app.state.model.clone());
@@ -217,6 +242,28 @@ impl LycheeApp {
             }
         };
         let name = source.display();
+        let local = match &source {
+            ModelSource::Hub { id, revision } => self
+                .hub
+                .cache
+                .complete_snapshot(id, revision)
+                .map(ModelSource::Folder)
+                .ok_or_else(|| crate::hub::HubError::NotDownloaded {
+                    id: id.clone(),
+                    cache: self.hub.cache.root().display().to_string(),
+                }),
+            ModelSource::Folder(_) => resolve_local(&source).map(ModelSource::Folder),
+        };
+        let source = match local {
+            Ok(folder) => folder,
+            Err(e) => {
+                self.model = ModelStatus::Missing {
+                    name,
+                    reason: e.to_string(),
+                };
+                return;
+            }
+        };
         if let Err(e) = resolve_local(&source) {
             self.model = ModelStatus::Missing {
                 name,
@@ -228,6 +275,7 @@ impl LycheeApp {
         if self.worker.send(Command::LoadModel {
             source,
             device: DevicePreference::Auto,
+            name: Some(name.clone()),
         }) {
             self.model = ModelStatus::Loading {
                 name,
@@ -235,6 +283,96 @@ impl LycheeApp {
             };
         } else {
             self.notify_error("the inference thread is busy; try again in a moment");
+        }
+    }
+
+    /// Starts downloading the model named in the settings (a Hub id) on its own thread.
+    pub fn start_download(&mut self) {
+        let Ok(ModelSource::Hub { id, revision }) = ModelSource::parse(&self.state.model, None)
+        else {
+            return;
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = unbounded();
+        let ctx = self.ctx.clone();
+        let (job_id, job_rev, job_cancel) = (id.clone(), revision.clone(), Arc::clone(&cancel));
+        let config = self.hub.clone();
+        let spawned = std::thread::Builder::new()
+            .name("model-download".into())
+            .spawn(move || {
+                let events = tx.clone();
+                let repaint = ctx.clone();
+                let result = crate::hub::download::download_model(
+                    &config,
+                    &job_id,
+                    &job_rev,
+                    &job_cancel,
+                    move |e| {
+                        let _ = events.send(DownloadMessage::Event(e));
+                        repaint.request_repaint();
+                    },
+                );
+                let _ = tx.send(DownloadMessage::Done(result.map_err(|e| e.to_string())));
+                ctx.request_repaint();
+            });
+        match spawned {
+            Ok(_) => {
+                self.download = Some(Download {
+                    id,
+                    revision,
+                    cancel,
+                    done_bytes: 0,
+                    total_bytes: 0,
+                    file: String::new(),
+                    rate: crate::hub::download::Rate::new(0),
+                    events: rx,
+                })
+            }
+            Err(e) => self.notify_error(&format!("could not start the download: {e}")),
+        }
+    }
+
+    fn poll_download(&mut self) {
+        let Some(download) = self.download.as_mut() else {
+            return;
+        };
+        let mut finished = None;
+        while let Ok(message) = download.events.try_recv() {
+            match message {
+                DownloadMessage::Event(crate::hub::download::DownloadEvent::Planned {
+                    total_bytes,
+                    ..
+                }) => {
+                    download.total_bytes = total_bytes;
+                }
+                DownloadMessage::Event(crate::hub::download::DownloadEvent::FileStarted {
+                    name,
+                    ..
+                }) => download.file = name,
+                DownloadMessage::Event(crate::hub::download::DownloadEvent::Progress {
+                    done_bytes,
+                    ..
+                }) => {
+                    download.done_bytes = done_bytes;
+                }
+                DownloadMessage::Event(_) => {}
+                DownloadMessage::Done(result) => finished = Some(result),
+            }
+        }
+        match finished {
+            Some(Ok(_)) => {
+                self.download = None;
+                let spec = self.state.model.clone();
+                self.load_model(spec);
+            }
+            Some(Err(e)) => {
+                self.download = None;
+                self.model = ModelStatus::Failed {
+                    name: self.state.model.clone(),
+                    reason: e,
+                };
+            }
+            None => {}
         }
     }
 
@@ -339,6 +477,7 @@ impl LycheeApp {
         if self.library.poll() {
             self.view.invalidate();
         }
+        self.poll_download();
         while let Ok(result) = self.dialogs.1.try_recv() {
             self.on_dialog(result);
         }

@@ -199,10 +199,36 @@ fn model_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
                 .request_repaint_after(std::time::Duration::from_millis(500));
         }
         ModelStatus::Missing { name, reason } => {
-            if !name.is_empty() {
-                ui.label(&name);
+            if let Some(download) = &app.download {
+                download_progress_ui(ui, download);
+                if ui.button("Cancel download").clicked() {
+                    download
+                        .cancel
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            } else if let Ok(crate::hub::ModelSource::Hub { id, .. }) =
+                crate::hub::ModelSource::parse(&app.state.model, None)
+            {
+                let size = if id == crate::hub::DEFAULT_MODEL_ID {
+                    format!("{:.1} GB", crate::hub::DEFAULT_MODEL_BYTES as f64 / 1e9)
+                } else {
+                    "several GB".to_owned()
+                };
+                let config = &app.hub;
+                ui.label(format!(
+                    "The model {id} ({size}) will be downloaded once from {} into {}, and works offline after that.",
+                    config.endpoint,
+                    config.cache.root().display()
+                ));
+                if ui.button(format!("Download {size}")).clicked() {
+                    app.start_download();
+                }
+            } else {
+                if !name.is_empty() {
+                    ui.label(&name);
+                }
+                ui.colored_label(ui.visuals().warn_fg_color, &reason);
             }
-            ui.colored_label(ui.visuals().warn_fg_color, &reason);
         }
         ModelStatus::Failed { name, reason } => {
             ui.label(format!("{name} could not be loaded:"));
@@ -221,4 +247,30 @@ fn model_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
     {
         app.dialog(DialogKind::ModelFolder);
     }
+}
+
+fn download_progress_ui(ui: &mut egui::Ui, download: &super::lychee::Download) {
+    let (speed, left) = download.rate.at(download.done_bytes, download.total_bytes);
+    let fraction = if download.total_bytes > 0 {
+        download.done_bytes as f32 / download.total_bytes as f32
+    } else {
+        0.0
+    };
+    ui.label(format!("Downloading {}", download.id));
+    ui.add(egui::ProgressBar::new(fraction).show_percentage());
+    let mut line = format!(
+        "{:.2} of {:.1} GB · {:.1} MB/s",
+        download.done_bytes as f64 / 1e9,
+        download.total_bytes as f64 / 1e9,
+        speed / 1e6
+    );
+    if let Some(left) = left {
+        line.push_str(&format!(" · {} left", super::progress::duration(left)));
+    }
+    ui.weak(line);
+    if !download.file.is_empty() {
+        ui.weak(&download.file);
+    }
+    ui.ctx()
+        .request_repaint_after(std::time::Duration::from_millis(250));
 }

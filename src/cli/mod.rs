@@ -2,6 +2,7 @@
 //! given as arguments); `rank` ranks from a shell.
 
 pub mod bench;
+pub mod download;
 pub mod ops;
 pub mod rank;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Rank(RankArgs),
     /// Measure ranking speed and memory on synthetic photos.
     Bench(bench::BenchArgs),
+    /// Download a model from the Hugging Face Hub into the local cache.
+    Download(download::DownloadArgs),
 }
 
 /// Options shared by the commands that load a model.

@@ -3,6 +3,7 @@
 //! network call once it is complete.
 
 pub mod cache;
+pub mod download;
 
 use std::path::PathBuf;
 

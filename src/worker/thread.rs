@@ -25,6 +25,8 @@ pub enum Command {
     LoadModel {
         source: ModelSource,
         device: DevicePreference,
+        /// What to call it (a Hub id rather than its cache folder).
+        name: Option<String>,
     },
     /// Rank; `cancel` stops the job between batches.
     Rank {
@@ -207,7 +209,11 @@ impl Worker {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::LoadModel { source, device } => self.load(source, device),
+            Command::LoadModel {
+                source,
+                device,
+                name,
+            } => self.load(source, device, name),
             Command::Rank {
                 job,
                 request,
@@ -217,8 +223,8 @@ impl Worker {
         }
     }
 
-    fn load(&mut self, source: ModelSource, preference: DevicePreference) {
-        let name = source.display();
+    fn load(&mut self, source: ModelSource, preference: DevicePreference, name: Option<String>) {
+        let name = name.unwrap_or_else(|| source.display());
         self.model = None; // free the old model's memory first
         self.emit(Event::ModelLoading { name: name.clone() });
         let start = Instant::now();

@@ -2,6 +2,8 @@
 //! transformers' reference outputs.
 #![allow(dead_code)]
 
+pub mod hub_server;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
