@@ -65,6 +65,7 @@ fn harness_with(
                     model: Some(model),
                     load_model: true,
                     hub,
+                    score_cache: None,
                 },
             )
         })

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn rank(args: &[&str], paths: &[&Path]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
+        .env("LYCHEE_CACHE_DIR", cache.path())
         .arg("rank")
         .arg("--model")
         .arg(common::model_dir())

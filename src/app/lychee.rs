@@ -31,6 +31,8 @@ pub struct AppOptions {
     pub load_model: bool,
     /// Where models are downloaded from and cached (default: the environment's).
     pub hub: crate::hub::download::HubConfig,
+    /// The score cache database (None: no cache).
+    pub score_cache: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -41,6 +43,7 @@ impl Default for AppOptions {
             model: None,
             load_model: true,
             hub: crate::hub::download::HubConfig::from_env(),
+            score_cache: Some(crate::cache::scores::ScoreCache::default_path()),
         }
     }
 }
@@ -195,7 +198,10 @@ impl LycheeApp {
             state.model = model.clone();
         }
         let repaint = ctx.clone();
-        let worker = InferenceThread::spawn(move || repaint.request_repaint());
+        let worker = InferenceThread::spawn(
+            move || repaint.request_repaint(),
+            options.score_cache.clone(),
+        );
         let mut app = LycheeApp {
             state,
             worker,
@@ -514,6 +520,7 @@ impl LycheeApp {
             Event::ModelFailed { name, reason } => {
                 self.model = ModelStatus::Failed { name, reason }
             }
+            Event::Warning { text } => self.notify_error(&text),
             Event::Recovered { reason } => {
                 self.notify_error(&reason);
                 if let Some(run) = self.run.as_mut().filter(|r| r.active()) {
@@ -551,7 +558,7 @@ impl LycheeApp {
         match event {
             RankEvent::Started { query_tokens, .. } => run.query_tokens = query_tokens,
             RankEvent::PhotoStarted { index } => run.current = Some(index),
-            RankEvent::PhotoScored { index, score } => {
+            RankEvent::PhotoScored { index, score, .. } => {
                 run.done += 1;
                 if let Some(path) = run.photos.get(index) {
                     self.outcomes.insert(path.clone(), Outcome::Scored(score));

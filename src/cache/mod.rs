@@ -2,3 +2,4 @@
 //! lives under the OS cache folder (`directories`), never beside the user's photos.
 
 pub mod dirs;
+pub mod scores;

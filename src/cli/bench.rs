@@ -181,6 +181,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         &model,
         &request,
         settings,
+        None,
         &AtomicBool::new(false),
         |event| match event {
             RankEvent::PhotoScored { score, .. } => {

@@ -98,6 +98,9 @@ pub struct RankArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Neither read nor store scores in the score cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Photos and folders (folders are walked recursively).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

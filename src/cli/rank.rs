@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{ModelArgs, RankArgs};
+use crate::cache::scores::ScoreCache;
 use crate::hub::{ModelSource, resolve_local};
 use crate::library::scan_paths;
 use crate::model::Reranker;
@@ -89,18 +90,39 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         max_pixels: args.max_pixels,
     };
     let total = request.photos.len();
-    let mut results: Vec<Option<Result<PhotoScore, String>>> = vec![None; total];
+    let mut results: Vec<Option<Result<(PhotoScore, bool), String>>> = vec![None; total];
     let mut progress = Progress::new(total);
     let settings = RankSettings::for_model(&model);
+    let cache = if args.no_cache {
+        None
+    } else {
+        match ScoreCache::open(&ScoreCache::default_path()) {
+            Ok((cache, warning)) => {
+                if let Some(w) = warning {
+                    eprintln!("warning: {w}");
+                }
+                Some(std::sync::Mutex::new(cache))
+            }
+            Err(e) => {
+                eprintln!("warning: {e}; ranking without it");
+                None
+            }
+        }
+    };
     let outcome = run_ranking(
         &model,
         &request,
         settings,
+        cache.as_ref(),
         &AtomicBool::new(false),
         |event| match event {
-            RankEvent::PhotoScored { index, score } => {
+            RankEvent::PhotoScored {
+                index,
+                score,
+                cached,
+            } => {
                 progress.step(&request.photos[index]);
-                results[index] = Some(Ok(score));
+                results[index] = Some(Ok((score, cached)));
             }
             RankEvent::PhotoFailed { index, reason } => {
                 progress.step(&request.photos[index]);
@@ -112,11 +134,11 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     debug_assert_eq!(outcome, RankOutcome::Finished);
 
-    let mut scored: Vec<(&PathBuf, &PhotoScore)> = Vec::new();
+    let mut scored: Vec<(&PathBuf, &PhotoScore, bool)> = Vec::new();
     let mut failed: Vec<(&PathBuf, &str)> = Vec::new();
     for (path, result) in request.photos.iter().zip(&results) {
         match result {
-            Some(Ok(score)) => scored.push((path, score)),
+            Some(Ok((score, cached))) => scored.push((path, score, *cached)),
             Some(Err(reason)) => failed.push((path, reason)),
             None => failed.push((path, "not scored")),
         }
@@ -125,8 +147,9 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let shown = args.top.unwrap_or(scored.len()).min(scored.len());
     let mut out = std::io::stdout().lock();
     if args.json {
-        for (rank, (path, s)) in scored.iter().take(shown).enumerate() {
+        for (rank, (path, s, cached)) in scored.iter().take(shown).enumerate() {
             let line = json!({
+                "cached": cached,
                 "path": path.to_string_lossy(),
                 "rank": rank + 1,
                 "score": s.score,
@@ -148,7 +171,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         writeln!(out, "{:>5}  {:>6}  photo", "rank", "score")?;
-        for (rank, (path, s)) in scored.iter().take(shown).enumerate() {
+        for (rank, (path, s, _)) in scored.iter().take(shown).enumerate() {
             writeln!(out, "{:>5}  {:>6.4}  {}", rank + 1, s.score, path.display())?;
         }
         for (path, reason) in &failed {

@@ -97,6 +97,9 @@ impl Judgement {
 
 /// A loaded Lychee-rerank-mm model.
 pub struct Reranker {
+    /// Identifies the weights and configuration (for caches): a hash of the configs and
+    /// of the weight files' names, sizes and modification times.
+    pub identity: String,
     pub config: ModelConfig,
     pub preprocess: PreprocessConfig,
     pub tokenizer: PromptTokenizer,
@@ -126,14 +129,16 @@ impl Reranker {
         let vb = VarBuilder::from_backend(Box::new(weights), device.dtype, device.device.clone());
         let host =
             VarBuilder::from_backend(Box::new(files.open_weights()?), device.dtype, Device::Cpu);
-        Self::assemble(config, preprocess, tokenizer, device, dir, vb, host, layout).map_err(|e| {
-            match e {
-                ModelError::Compute(e) => ModelError::BadWeights {
-                    file: "the weights".into(),
-                    why: format!("{e} (does config.json belong to these weights?)"),
-                },
-                other => other,
-            }
+        let identity = model_identity(&files);
+        Self::assemble(
+            config, preprocess, tokenizer, device, dir, vb, host, layout, identity,
+        )
+        .map_err(|e| match e {
+            ModelError::Compute(e) => ModelError::BadWeights {
+                file: "the weights".into(),
+                why: format!("{e} (does config.json belong to these weights?)"),
+            },
+            other => other,
         })
     }
 
@@ -151,7 +156,10 @@ impl Reranker {
             text: "model",
             vision: "visual",
         };
-        Self::assemble(config, preprocess, tokenizer, device, dir, vb, host, layout)
+        let identity = "random weights".to_owned();
+        Self::assemble(
+            config, preprocess, tokenizer, device, dir, vb, host, layout, identity,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -164,6 +172,7 @@ impl Reranker {
         vb: VarBuilder,
         host: VarBuilder,
         layout: TensorLayout,
+        identity: String,
     ) -> Result<Self> {
         let vision = VisionTower::new(&config.vision, vb.pp(layout.vision))?;
         let lm_head = (!config.text.tie_word_embeddings).then(|| host.pp("lm_head"));
@@ -176,6 +185,7 @@ impl Reranker {
             tokenizer.ids.no,
         )?;
         Ok(Reranker {
+            identity,
             config,
             preprocess,
             tokenizer,
@@ -360,6 +370,33 @@ impl Reranker {
         self.judge(&query, &tokens[0])?;
         Ok(start.elapsed())
     }
+}
+
+/// A hash of what determines the model's outputs: the configs' bytes and each weight
+/// file's name, size and modification time.
+fn model_identity(files: &ModelFiles) -> String {
+    let mut h = blake3::Hasher::new();
+    for path in [&files.config, &files.preprocessor_config] {
+        h.update(&std::fs::read(path).unwrap_or_default());
+    }
+    for path in &files.weights {
+        h.update(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        if let Ok(meta) = std::fs::metadata(path) {
+            h.update(&meta.len().to_le_bytes());
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            h.update(&mtime.to_le_bytes());
+        }
+    }
+    h.finalize().to_hex()[..32].to_owned()
 }
 
 /// Where the two towers' tensors are in the checkpoint.

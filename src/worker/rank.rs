@@ -3,11 +3,13 @@
 //! inference thread and the command line both run rankings through [`run_ranking`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
 
+use crate::cache::scores::{QueryIdentity, ScoreCache};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
 use crate::model::{PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
@@ -58,6 +60,8 @@ pub enum RankEvent {
     PhotoScored {
         index: usize,
         score: PhotoScore,
+        /// Taken from the score cache rather than computed now.
+        cached: bool,
     },
     PhotoFailed {
         index: usize,
@@ -118,12 +122,23 @@ fn decode_threads() -> usize {
         .clamp(1, 8)
 }
 
+/// A photo on its way from the decode threads to the model.
+enum Prepared {
+    /// Its score was in the cache.
+    Cached(PhotoScore),
+    /// Decoded and resized (or why not), with its content hash when the cache is on.
+    Decoded(Option<String>, Result<PhotoInput, String>),
+}
+
 /// Runs `request` on `model`, calling `emit` after every step, until done or until
-/// `cancel` is set (checked between batches). Scores already reported stay valid.
+/// `cancel` is set (checked between batches). Scores already reported stay valid. With a
+/// `cache`, photos scored before under the same query are not scored again, and new
+/// scores are stored as they arrive.
 pub fn run_ranking(
     model: &Reranker,
     request: &RankRequest,
     settings: RankSettings,
+    cache: Option<&Mutex<ScoreCache>>,
     cancel: &AtomicBool,
     mut emit: impl FnMut(RankEvent),
 ) -> Result<RankOutcome, RankError> {
@@ -136,16 +151,32 @@ pub fn run_ranking(
         prefix_tokens: query.prefix_len(),
         query_tokens: query.query_tokens(),
     });
+    let query_image_hash = match (&request.query_image, cache) {
+        (Some(path), Some(_)) => crate::cache::scores::hash_file(path).ok(),
+        _ => None,
+    };
+    let key = QueryIdentity {
+        model: &model.identity,
+        instruction: &request.instruction,
+        query_text: request.query_text.trim(),
+        query_image: query_image_hash.as_deref(),
+        min_pixels: cfg.min_pixels,
+        max_pixels: cfg.max_pixels,
+        dtype: model.device.dtype_name(),
+    }
+    .key();
+    // A cache that fails mid-run is dropped for the rest of it, never the ranking.
+    let cache_ok = AtomicBool::new(cache.is_some());
 
     let threads = decode_threads();
     let max_batch = settings.max_batch.max(1);
-    let (tx, rx) = bounded::<(usize, Result<PhotoInput, String>)>(threads + max_batch);
+    let (tx, rx) = bounded::<(usize, Prepared)>(threads + max_batch);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
         for t in 0..threads {
             let tx = tx.clone();
-            let (next, stop, cfg) = (&next, &stop, &cfg);
+            let (next, stop, cfg, key, cache_ok) = (&next, &stop, &cfg, &key, &cache_ok);
             std::thread::Builder::new()
                 .name(format!("photo-decode-{t}"))
                 .spawn_scoped(scope, move || {
@@ -154,7 +185,14 @@ pub fn run_ranking(
                         let Some(path) = request.photos.get(i) else {
                             break;
                         };
-                        if tx.send((i, load_photo(path, model, cfg))).is_err() {
+                        let item = prepare_photo(
+                            path,
+                            model,
+                            cfg,
+                            cache.filter(|_| cache_ok.load(Ordering::Relaxed)),
+                            key,
+                        );
+                        if tx.send((i, item)).is_err() {
                             break;
                         }
                     }
@@ -169,10 +207,23 @@ pub fn run_ranking(
                 break;
             }
             let mut ready = Vec::with_capacity(batch.len());
-            for (index, input) in batch {
-                match input {
-                    Ok(input) => ready.push((index, input)),
-                    Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
+            let mut hashes = std::collections::HashMap::new();
+            for (index, item) in batch {
+                match item {
+                    Prepared::Cached(score) => emit(RankEvent::PhotoScored {
+                        index,
+                        score,
+                        cached: true,
+                    }),
+                    Prepared::Decoded(_, Err(reason)) => {
+                        emit(RankEvent::PhotoFailed { index, reason })
+                    }
+                    Prepared::Decoded(hash, Ok(input)) => {
+                        if let Some(h) = hash {
+                            hashes.insert(index, h);
+                        }
+                        ready.push((index, input));
+                    }
                 }
             }
             for (index, _) in &ready {
@@ -180,7 +231,20 @@ pub fn run_ranking(
             }
             for (index, result) in judge_batch(model, &query, &ready, settings.time_stages) {
                 match result {
-                    Ok(score) => emit(RankEvent::PhotoScored { index, score }),
+                    Ok(score) => {
+                        if let (Some(cache), Some(hash)) = (cache, hashes.get(&index))
+                            && cache_ok.load(Ordering::Relaxed)
+                            && let Ok(c) = cache.lock()
+                            && c.put(&key, hash, &score).is_err()
+                        {
+                            cache_ok.store(false, Ordering::Relaxed);
+                        }
+                        emit(RankEvent::PhotoScored {
+                            index,
+                            score,
+                            cached: false,
+                        });
+                    }
                     Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
                 }
             }
@@ -191,6 +255,24 @@ pub fn run_ranking(
         outcome
     });
     Ok(outcome)
+}
+
+/// On a decode thread: the cached score of `path`, or its decoded input.
+fn prepare_photo(
+    path: &Path,
+    model: &Reranker,
+    cfg: &PreprocessConfig,
+    cache: Option<&Mutex<ScoreCache>>,
+    key: &str,
+) -> Prepared {
+    let hash = cache.and_then(|c| c.lock().ok()?.photo_hash(path).ok());
+    if let (Some(cache), Some(hash)) = (cache, &hash)
+        && let Ok(c) = cache.lock()
+        && let Ok(Some(score)) = c.get(key, hash)
+    {
+        return Prepared::Cached(score);
+    }
+    Prepared::Decoded(hash, load_photo(path, model, cfg))
 }
 
 /// The next photos to judge: waits for one, then takes what is already decoded.

@@ -3,14 +3,15 @@
 //! After every event the thread calls the notifier (the window's repaint request).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+use crate::cache::scores::ScoreCache;
 use crate::hub::{ModelSource, resolve_local};
 use crate::model::device::DevicePreference;
 use crate::model::{ComputeDevice, Reranker};
@@ -82,6 +83,10 @@ pub enum Event {
     Recovered {
         reason: String,
     },
+    /// Something the user should know that stops nothing (e.g. the score cache was reset).
+    Warning {
+        text: String,
+    },
 }
 
 /// Handle to the inference thread.
@@ -99,8 +104,9 @@ const EVENT_CAPACITY: usize = 4096;
 const COMMAND_CAPACITY: usize = 16;
 
 impl InferenceThread {
-    /// Starts the thread. `notify` is called after every event (e.g. to repaint).
-    pub fn spawn(notify: impl Fn() + Send + 'static) -> Self {
+    /// Starts the thread. `notify` is called after every event (e.g. to repaint). Scores
+    /// are cached in the database at `cache_path` (None: no cache).
+    pub fn spawn(notify: impl Fn() + Send + 'static, cache_path: Option<PathBuf>) -> Self {
         let (command_tx, command_rx) = bounded(COMMAND_CAPACITY);
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -110,6 +116,8 @@ impl InferenceThread {
             shutdown: Arc::clone(&shutdown),
             notify: Box::new(notify),
             model: None,
+            cache: None,
+            cache_path,
         };
         let handle = std::thread::Builder::new()
             .name("inference".into())
@@ -179,6 +187,9 @@ struct Worker {
     shutdown: Arc<AtomicBool>,
     notify: Box<dyn Fn() + Send>,
     model: Option<Reranker>,
+    /// The score cache, opened at the first ranking (None when it cannot be used).
+    cache: Option<Option<Mutex<ScoreCache>>>,
+    cache_path: Option<PathBuf>,
 }
 
 impl Worker {
@@ -268,10 +279,40 @@ impl Worker {
             });
             return;
         };
+        if self.cache.is_none() {
+            let opened = self
+                .cache_path
+                .as_deref()
+                .and_then(|path| match ScoreCache::open(path) {
+                    Ok((cache, warning)) => {
+                        if let Some(text) = warning {
+                            send(
+                                &self.events,
+                                &self.notify,
+                                &self.shutdown,
+                                Event::Warning { text },
+                            );
+                        }
+                        Some(Mutex::new(cache))
+                    }
+                    Err(e) => {
+                        let text = format!("{e}; rankings are not cached");
+                        send(
+                            &self.events,
+                            &self.notify,
+                            &self.shutdown,
+                            Event::Warning { text },
+                        );
+                        None
+                    }
+                });
+            self.cache = Some(opened);
+        }
         let start = Instant::now();
         let settings = RankSettings::for_model(model);
+        let cache = self.cache.as_ref().and_then(Option::as_ref);
         let (events, notify, shutdown) = (&self.events, &self.notify, &self.shutdown);
-        let result = run_ranking(model, request, settings, cancel, |event| {
+        let result = run_ranking(model, request, settings, cache, cancel, |event| {
             send(events, notify, shutdown, Event::Rank { job, event });
         });
         let event = match result {

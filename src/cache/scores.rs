@@ -1,0 +1,330 @@
+//! Scores already computed, in SQLite (as rclip and digiKam keep their indexes), so that
+//! running the same search again is instant and only new or changed photos are scored.
+//!
+//! A score is keyed by the query (model identity and revision, instruction, query text,
+//! query image content, resolution) and the photo's content hash; the value is the whole
+//! model output. Photo hashes are memoized by path, size and modification time, so an
+//! unchanged photo is not read again. The database runs in WAL mode: a crash loses at most
+//! the score being written, and the file always opens. A database that is damaged or not
+//! ours is set aside (renamed, never deleted) and a fresh one started.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::worker::rank::PhotoScore;
+
+/// Schema version, in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+/// Marks the database as ours, in `PRAGMA application_id` ("LYCH").
+const APPLICATION_ID: i64 = 0x4c59_4348;
+
+/// File name of the database in the cache folder.
+pub const DATABASE_FILE: &str = "scores.sqlite3";
+
+/// Why the cache is unusable for a call (the ranking goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("score cache: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("score cache: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("score cache: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The score cache.
+pub struct ScoreCache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ScoreCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScoreCache")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ScoreCache {
+    /// The cache in the app's cache folder.
+    pub fn default_path() -> PathBuf {
+        super::dirs::cache_dir().join(DATABASE_FILE)
+    }
+
+    /// Opens (or creates) the cache at `path`. The second value is a warning for the user
+    /// when an unusable file was set aside.
+    pub fn open(path: &Path) -> Result<(Self, Option<String>), CacheError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match Self::open_checked(path) {
+            Ok(cache) => Ok((cache, None)),
+            Err(first) if path.exists() => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = path.with_extension(format!("unusable-{stamp}"));
+                std::fs::rename(path, &aside)?;
+                for suffix in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let _ = std::fs::rename(
+                        &side,
+                        PathBuf::from(format!("{}{suffix}", aside.display())),
+                    );
+                }
+                let cache = Self::open_checked(path)?;
+                let warning = format!(
+                    "The score cache {} could not be used ({first}); it was set aside as {} and a new one started",
+                    path.display(),
+                    aside.display()
+                );
+                Ok((cache, Some(warning)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, CacheError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Reading a page checks that the file is a database at all.
+        let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 && (app_id != APPLICATION_ID || version != SCHEMA_VERSION) {
+            return Err(CacheError::Io(std::io::Error::other(format!(
+                "it is not a Lychee Rerank score cache of this version (application id {app_id:#x}, version {version})"
+            ))));
+        }
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(CacheError::Io(std::io::Error::other(format!(
+                "it is damaged ({check})"
+            ))));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {SCHEMA_VERSION};
+             CREATE TABLE IF NOT EXISTS photos (
+                 path TEXT PRIMARY KEY,
+                 size INTEGER NOT NULL,
+                 mtime_ns INTEGER NOT NULL,
+                 hash TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS scores (
+                 query_key TEXT NOT NULL,
+                 photo_hash TEXT NOT NULL,
+                 output TEXT NOT NULL,
+                 created INTEGER NOT NULL,
+                 PRIMARY KEY (query_key, photo_hash)
+             );"
+        ))?;
+        Ok(ScoreCache {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The content hash of the photo at `path`, read from the file only when its size or
+    /// modification time changed since last time.
+    pub fn photo_hash(&self, path: &Path) -> Result<String, CacheError> {
+        let meta = std::fs::metadata(path)?;
+        let size = meta.len() as i64;
+        let mtime = meta
+            .modified()?
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let key = path.to_string_lossy();
+        let known: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT hash FROM photos WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+            )?
+            .query_row(params![key, size, mtime], |r| r.get(0))
+            .optional()?;
+        if let Some(hash) = known {
+            return Ok(hash);
+        }
+        let hash = hash_file(path)?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO photos (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![key, size, mtime, hash])?;
+        Ok(hash)
+    }
+
+    /// The stored output for a photo under a query, if any.
+    pub fn get(&self, query_key: &str, photo_hash: &str) -> Result<Option<PhotoScore>, CacheError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT output FROM scores WHERE query_key = ?1 AND photo_hash = ?2")?
+            .query_row(params![query_key, photo_hash], |r| r.get(0))
+            .optional()?;
+        // An entry that no longer parses is treated as missing (it is recomputed).
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Stores a photo's output under a query.
+    pub fn put(
+        &self,
+        query_key: &str,
+        photo_hash: &str,
+        score: &PhotoScore,
+    ) -> Result<(), CacheError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO scores (query_key, photo_hash, output, created) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![query_key, photo_hash, serde_json::to_string(score)?, now])?;
+        Ok(())
+    }
+
+    /// Number of stored scores.
+    pub fn len(&self) -> Result<usize, CacheError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM scores", [], |r| r.get::<_, i64>(0))?
+            as usize)
+    }
+
+    /// True when no score is stored.
+    pub fn is_empty(&self) -> Result<bool, CacheError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// blake3 of a file's bytes, hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// What makes two rankings give the same score for the same photo.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueryIdentity<'a> {
+    /// The model's identity (its configuration and weight files).
+    pub model: &'a str,
+    pub instruction: &'a str,
+    pub query_text: &'a str,
+    /// Content hash of the query image.
+    pub query_image: Option<&'a str>,
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    /// The number format the model computed in (bf16 and f32 differ slightly).
+    pub dtype: &'a str,
+}
+
+impl QueryIdentity<'_> {
+    /// The cache key.
+    pub fn key(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(s: f64) -> PhotoScore {
+        PhotoScore {
+            score: s,
+            logit_yes: 1.0,
+            logit_no: 0.5,
+            visual_tokens: 12,
+            input_size: (56, 56),
+            original_size: (60, 60),
+            seconds: 0.01,
+            vision_seconds: None,
+        }
+    }
+
+    #[test]
+    fn stores_and_finds_scores_by_query_and_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, warning) = ScoreCache::open(&dir.path().join("s.sqlite3")).unwrap();
+        assert!(warning.is_none());
+        let photo = dir.path().join("p.jpg");
+        std::fs::write(&photo, b"pixels").unwrap();
+        let h = cache.photo_hash(&photo).unwrap();
+        assert_eq!(h, cache.photo_hash(&photo).unwrap());
+        cache.put("q1", &h, &score(0.7)).unwrap();
+        assert_eq!(cache.get("q1", &h).unwrap(), Some(score(0.7)));
+        assert_eq!(cache.get("q2", &h).unwrap(), None);
+        // new content, new hash
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&photo, b"other pixels").unwrap();
+        assert_ne!(cache.photo_hash(&photo).unwrap(), h);
+    }
+
+    #[test]
+    fn a_foreign_or_damaged_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite3");
+        std::fs::write(
+            &path,
+            b"this is not a database at all, just some text that is long enough",
+        )
+        .unwrap();
+        let (cache, warning) = ScoreCache::open(&path).unwrap();
+        assert!(warning.unwrap().contains("set aside"));
+        assert!(cache.is_empty().unwrap());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("unusable"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        // someone else's SQLite database is not ours either
+        let other = dir.path().join("other.sqlite3");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x);")
+            .unwrap();
+        let (_, warning) = ScoreCache::open(&other).unwrap();
+        assert!(warning.is_some());
+    }
+
+    #[test]
+    fn query_keys_change_with_every_input() {
+        let base = QueryIdentity {
+            model: "m",
+            instruction: "i",
+            query_text: "q",
+            query_image: None,
+            min_pixels: 1,
+            max_pixels: 2,
+            dtype: "f32",
+        };
+        let mut other = base.clone();
+        other.max_pixels = 3;
+        assert_ne!(base.key(), other.key());
+        let mut other = base.clone();
+        other.query_image = Some("h");
+        assert_ne!(base.key(), other.key());
+        assert_eq!(base.key(), base.clone().key());
+    }
+}
