@@ -9,6 +9,26 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         build_kernels();
     }
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
+        windows_resources();
+    }
+}
+
+/// The .exe's icon and version information (from Cargo.toml).
+fn windows_resources() {
+    println!("cargo::rerun-if-changed=resources/lychee-rerank.ico");
+    let mut res = winresource::WindowsResource::new();
+    res.set_icon("resources/lychee-rerank.ico")
+        .set("ProductName", "Lychee Rerank")
+        .set(
+            "FileDescription",
+            "Lychee Rerank: rank photos by how well they match a description",
+        )
+        .set("CompanyName", "Lychee Rerank developers");
+    if let Err(e) = res.compile() {
+        // Without a resource compiler the program still builds, only without its icon.
+        println!("cargo::warning=the Windows icon and version resource were not embedded: {e}");
+    }
 }
 
 #[cfg(feature = "cuda")]

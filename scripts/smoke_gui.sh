@@ -3,9 +3,14 @@
 # photos, and checks that its window appears and stays up. Used by .ci/run; needs Xvfb,
 # xwininfo (x11-utils) and Mesa's software OpenGL.
 #
-#   scripts/smoke_gui.sh [path/to/lychee-rerank]
+#   scripts/smoke_gui.sh [path/to/lychee-rerank [ARGS...]]
+#   (ARGS default to: --model tests/fixtures/tiny-model tests/fixtures/photos)
 set -euo pipefail
 BIN=${1:-target/release/lychee-rerank}
+shift || true
+if [ $# -eq 0 ]; then
+  set -- --model tests/fixtures/tiny-model tests/fixtures/photos
+fi
 tmp=$(mktemp -d)
 display=:$((90 + RANDOM % 9))
 cleanup() {
@@ -18,7 +23,7 @@ xvfb=$!
 sleep 1
 export DISPLAY=$display HOME=$tmp/home XDG_CONFIG_HOME=$tmp/config XDG_DATA_HOME=$tmp/data LYCHEE_CACHE_DIR=$tmp/cache
 mkdir -p "$HOME"
-"$BIN" --model tests/fixtures/tiny-model tests/fixtures/photos >"$tmp/app.log" 2>&1 &
+"$BIN" "$@" >"$tmp/app.log" 2>&1 &
 app=$!
 for _ in $(seq 1 120); do
   if xwininfo -root -tree 2>/dev/null | grep -q '"Lychee Rerank"'; then

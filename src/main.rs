@@ -1,9 +1,17 @@
+// On Windows the window opens without a console; the command line attaches to the console
+// it was started from (see `attach_parent_console`).
+#![cfg_attr(
+    all(target_os = "windows", feature = "gui"),
+    windows_subsystem = "windows"
+)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use lychee_rerank::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    attach_parent_console();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Rank(args)) => cli::rank::run(args),
@@ -20,3 +28,17 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A GUI-subsystem program on Windows has no console: attach to the one it was started
+/// from, if any, so that `lychee-rerank rank ...` prints where the user typed it.
+#[cfg(windows)]
+fn attach_parent_console() {
+    use windows_sys::Win32::System::Console::{ATTACH_PARENT_PROCESS, AttachConsole};
+    // SAFETY: a plain Win32 call; failure (no parent console) is harmless.
+    unsafe {
+        AttachConsole(ATTACH_PARENT_PROCESS);
+    }
+}
+
+#[cfg(not(windows))]
+fn attach_parent_console() {}
