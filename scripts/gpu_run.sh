@@ -6,7 +6,7 @@
 #
 #   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda
 #   mkdir -p .gpu && strip -o .gpu/lychee-rerank target/cuda/release/lychee-rerank && xz -f .gpu/lychee-rerank
-#   (device) bash scripts/gpu_run.sh [steps...]      # steps: tiny bench7b parity7b (default: all)
+#   (device) bash scripts/gpu_run.sh [steps...]      # steps: tiny bench7b memory parity7b oom (default: all)
 #
 # Everything it measures lands in $OUT (or ./gpu-out): JSON lines per step and log.txt.
 set -u
@@ -17,7 +17,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 BIN=/tmp/lychee-rerank
 [ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
-STEPS=${*:-tiny bench7b memory parity7b}
+STEPS=${*:-tiny bench7b memory parity7b oom}
 QUERY="a red umbrella on a sunny beach"
 PHOTOS=${PHOTOS:-64}
 R7B=/tmp/rand7b
@@ -78,5 +78,28 @@ if has parity7b; then
   python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_bf16.jsonl" --label "7B random: candle bf16 vs transformers bf16"
   python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: candle bf16 vs transformers f32"
   python3 scripts/compare_scores.py "$OUT/7b_tf_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: transformers bf16 vs transformers f32"
+fi
+if has oom; then
+  # Another process holds all of the GPU but ROOM_MIB (the weights take about 15 800 MiB
+  # with the CUDA context), so that the ranking really runs out of memory: batches of 16
+  # at 1280 visual tokens must shrink, and 16 384-token photos must be lowered.
+  ROOM_MIB=${ROOM_MIB:-18432}
+  step "out of memory: all but $ROOM_MIB MiB of the GPU held by another process"
+  rm -f /tmp/ballast.ready
+  ROOM_MIB=$ROOM_MIB python3 - <<'PY' &
+import os, time, torch
+free, total = torch.cuda.mem_get_info()
+room = int(os.environ["ROOM_MIB"]) << 20
+ballast = torch.empty(max(free - room, 0), dtype=torch.uint8, device="cuda")
+left, _ = torch.cuda.mem_get_info()
+print(f"ballast: holding {ballast.numel() >> 20} MiB; {left >> 20} MiB left free", flush=True)
+open("/tmp/ballast.ready", "w").close()
+time.sleep(3600)
+PY
+  ballast=$!
+  for _ in $(seq 1 120); do [ -f /tmp/ballast.ready ] && break; sleep 0.5; done
+  timeout 300 "$BIN" bench --photos 24 --batch 16 --size 1280x1024 --json "$OUT/oom_batches.json"
+  timeout 300 "$BIN" bench --photos 4 --batch 2 --size 4096x3072 --max-pixels 12845056 --json "$OUT/oom_resolution.json"
+  kill "$ballast"; wait "$ballast" 2>/dev/null
 fi
 step done

@@ -5,7 +5,7 @@
 # packages .ci/run installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.6.3
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
 cargo deb --no-build --quiet
 deb=$(ls -t target/debian/lychee-rerank_*.deb | head -1)
 contents=$(dpkg-deb -c "$deb")

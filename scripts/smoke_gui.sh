@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the real binary under a virtual X display with the tiny model and the fixture
-# photos, and checks that its window appears and stays up. Used by .ci/run; needs Xvfb,
+# photos, and checks that its window appears and stays up, and that the photos given as
+# arguments arrived (their thumbnails are made in the cache folder). Used by .ci/run; needs Xvfb,
 # xwininfo (x11-utils) and Mesa's software OpenGL.
 #
 #   scripts/smoke_gui.sh [path/to/lychee-rerank [ARGS...]]
@@ -27,11 +28,18 @@ mkdir -p "$HOME"
 app=$!
 for _ in $(seq 1 120); do
   if xwininfo -root -tree 2>/dev/null | grep -q '"Lychee Rerank"'; then
-    sleep 2
-    if kill -0 "$app" 2>/dev/null; then
-      echo "smoke: the window appeared and is running"
-      exit 0
-    fi
+    for _ in $(seq 1 60); do
+      kill -0 "$app" 2>/dev/null || break 2
+      thumbs=$(find "$LYCHEE_CACHE_DIR/thumbnails" -name '*.jpg' 2>/dev/null | wc -l)
+      if [ "$thumbs" -gt 0 ]; then
+        sleep 1
+        kill -0 "$app" 2>/dev/null || break 2
+        echo "smoke: the window appeared, shows the photos given to it ($thumbs thumbnails made) and is running"
+        exit 0
+      fi
+      sleep 0.5
+    done
+    echo "smoke: the window appeared but made no thumbnail of the photos given to it" >&2
     break
   fi
   kill -0 "$app" 2>/dev/null || break

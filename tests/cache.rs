@@ -1,6 +1,7 @@
 //! The score cache through the real command: a repeated search scores only new or changed
 //! photos, 10,000 cached photos come back fast, a `kill -9` in the middle of a run loses
-//! nothing committed, and a damaged database is set aside.
+//! nothing committed, a damaged database is set aside, and the window's "Remember
+//! scores" switch turns the cache off.
 
 mod common;
 
@@ -235,4 +236,82 @@ fn a_damaged_database_is_set_aside_and_the_run_goes_on() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set aside"), "{err}");
     assert_eq!(rows(&out).len(), 1);
+}
+
+/// What the inference thread reported for one ranking: (scored, of which from the cache).
+fn thread_rank(
+    worker: &mut lychee_rerank::worker::thread::InferenceThread,
+    job: u64,
+    photos: Vec<std::path::PathBuf>,
+    use_cache: bool,
+) -> (usize, usize) {
+    use lychee_rerank::worker::thread::{Command, Event};
+    use std::time::Duration;
+    let request = RankRequest {
+        query_text: QUERY.into(),
+        query_image: None,
+        instruction: DEFAULT_INSTRUCTION.into(),
+        photos,
+        min_pixels: None,
+        max_pixels: None,
+    };
+    assert!(worker.send(Command::Rank {
+        job,
+        request,
+        cancel: std::sync::Arc::new(AtomicBool::new(false)),
+        use_cache,
+    }));
+    let (mut scored, mut cached) = (0, 0);
+    loop {
+        match worker.recv_timeout(Duration::from_secs(60)) {
+            Some(Event::Rank {
+                event: RankEvent::PhotoScored { cached: c, .. },
+                ..
+            }) => {
+                scored += 1;
+                cached += usize::from(c);
+            }
+            Some(Event::RankFinished { .. }) => return (scored, cached),
+            Some(Event::RankFailed { reason, .. }) => panic!("{reason}"),
+            Some(_) => {}
+            None => panic!("the ranking did not finish"),
+        }
+    }
+}
+
+#[test]
+fn the_window_can_turn_the_cache_off() {
+    use lychee_rerank::hub::ModelSource;
+    use lychee_rerank::model::device::DevicePreference;
+    use lychee_rerank::worker::thread::{Command, Event, InferenceThread};
+    let cache_dir = tempfile::tempdir().unwrap();
+    let db = cache_dir.path().join("scores.sqlite3");
+    let mut worker = InferenceThread::spawn(|| {}, Some(db.clone()));
+    assert!(worker.send(Command::LoadModel {
+        source: ModelSource::Folder(common::model_dir()),
+        device: DevicePreference::Cpu,
+        name: None,
+    }));
+    loop {
+        match worker.recv_timeout(std::time::Duration::from_secs(60)) {
+            Some(Event::ModelReady(_)) => break,
+            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
+            Some(_) => {}
+            None => panic!("the model did not load"),
+        }
+    }
+    let photos = vec![
+        common::photo_dir().join("beach_landscape.jpg"),
+        common::photo_dir().join("portrait.png"),
+    ];
+    // off: nothing read, nothing written (the database is not even created)
+    assert_eq!(thread_rank(&mut worker, 1, photos.clone(), false), (2, 0));
+    assert!(!db.exists());
+    // on: stored, then read back
+    assert_eq!(thread_rank(&mut worker, 2, photos.clone(), true), (2, 0));
+    assert!(db.exists());
+    assert_eq!(thread_rank(&mut worker, 3, photos.clone(), true), (2, 2));
+    // off again: computed afresh although the scores are there
+    assert_eq!(thread_rank(&mut worker, 4, photos, false), (2, 0));
+    assert!(worker.shut_down(std::time::Duration::from_secs(2)));
 }

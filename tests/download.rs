@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::hub_server::HubServer;
 use lychee_rerank::hub::cache::HfCache;
-use lychee_rerank::hub::download::{DownloadEvent, HubConfig, download_model};
+use lychee_rerank::hub::download::{DownloadEvent, HubConfig, check_free_space, download_model};
 use lychee_rerank::model::{ComputeDevice, Reranker};
 
 const ID: &str = "vec-ai/tiny-lychee";
@@ -213,4 +213,17 @@ fn an_unreachable_endpoint_says_what_to_do() {
         err.contains("HF_ENDPOINT") || err.contains("reach"),
         "{err}"
     );
+}
+
+#[test]
+fn too_little_disk_space_says_how_much_and_where() {
+    let cache = tempfile::tempdir().unwrap();
+    let not_yet_made = cache.path().join("hub");
+    check_free_space(&not_yet_made, 1_000).unwrap();
+    let err = check_free_space(&not_yet_made, 1 << 60)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("GB more on the disk of"), "{err}");
+    assert!(err.contains(&*not_yet_made.to_string_lossy()), "{err}");
+    assert!(err.contains("HF_HUB_CACHE"), "{err}");
 }

@@ -457,6 +457,7 @@ impl LycheeApp {
             job,
             request,
             cancel,
+            use_cache: self.state.remember_scores,
         }) {
             self.notify_error("the inference thread is busy; try again in a moment");
             return;
@@ -572,6 +573,7 @@ impl LycheeApp {
                     self.view.invalidate();
                 }
             }
+            RankEvent::Notice { text } => self.notify(text),
         }
     }
 

@@ -58,9 +58,17 @@ pub fn model_output_ui(app: &mut LycheeApp, ctx: &egui::Context) {
                         "Original size",
                         format!("{} × {} px", score.original_size.0, score.original_size.1),
                     );
+                    let lowered = if score.lowered_resolution {
+                        " (lowered: the GPU ran out of memory at the chosen resolution)"
+                    } else {
+                        ""
+                    };
                     row(
                         "Model input size",
-                        format!("{} × {} px", score.input_size.0, score.input_size.1),
+                        format!(
+                            "{} × {} px{lowered}",
+                            score.input_size.0, score.input_size.1
+                        ),
                     );
                     row("Time", format!("{:.0} ms", score.seconds * 1e3));
                     row("File", path.display().to_string());

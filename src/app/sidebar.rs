@@ -157,6 +157,11 @@ fn advanced_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
         }
     });
     ui.weak("Fewer is faster; 1280 is what the model was tuned with.");
+    ui.add_space(6.0);
+    ui.checkbox(&mut app.state.remember_scores, "Remember scores")
+        .on_hover_text(
+            "Keep every score on this computer, so that the same search over the same photos is instant next time and only new or changed photos are judged.",
+        );
 }
 
 fn model_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {

@@ -24,6 +24,8 @@ pub struct AppState {
     pub threshold: f32,
     /// Show only the best N (0: all).
     pub top_n: usize,
+    /// Keep scores in the score cache, so that a repeated search is instant.
+    pub remember_scores: bool,
 }
 
 impl Default for AppState {
@@ -35,6 +37,7 @@ impl Default for AppState {
             model: crate::hub::DEFAULT_MODEL_ID.to_owned(),
             threshold: 0.0,
             top_n: 0,
+            remember_scores: true,
         }
     }
 }

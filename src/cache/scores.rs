@@ -259,6 +259,7 @@ mod tests {
             original_size: (60, 60),
             seconds: 0.01,
             vision_seconds: None,
+            lowered_resolution: false,
         }
     }
 

@@ -176,6 +176,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut vision_s = 0.0;
     let mut total_s = 0.0;
     let mut tokens = 0;
+    let mut lowered = 0usize;
+    let mut notices = Vec::new();
     let mut peak_used = after_load.map(|(f, t)| t - f).unwrap_or(0);
     run_ranking(
         &model,
@@ -192,11 +194,16 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                 vision_s += score.vision_seconds.unwrap_or(0.0);
                 total_s += score.seconds;
                 tokens = score.visual_tokens;
+                lowered += usize::from(score.lowered_resolution);
                 if let Some((free, total)) = model.device.memory() {
                     peak_used = peak_used.max(total - free);
                 }
             }
             RankEvent::PhotoFailed { index, reason } => failed.push(format!("{index}: {reason}")),
+            RankEvent::Notice { text } => {
+                eprintln!("note: {text}");
+                notices.push(text);
+            }
             _ => {}
         },
     )?;
@@ -212,6 +219,9 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "model": model_name,
         "photos": scored,
         "failed": failed.len(),
+        "first_failure": failed.first(),
+        "lowered_resolution": lowered,
+        "notices": notices,
         "size": [size.0, size.1],
         "visual_tokens": tokens,
         "batch": settings.max_batch,

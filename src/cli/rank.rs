@@ -128,6 +128,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
                 progress.step(&request.photos[index]);
                 results[index] = Some(Err(reason));
             }
+            RankEvent::Notice { text } => progress.note(&text),
             RankEvent::Started { .. } | RankEvent::PhotoStarted { .. } => {}
         },
     )?;
@@ -159,6 +160,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
                 "input_size": [s.input_size.0, s.input_size.1],
                 "original_size": [s.original_size.0, s.original_size.1],
                 "seconds": s.seconds,
+                "lowered_resolution": s.lowered_resolution,
             });
             writeln!(out, "{line}")?;
         }
@@ -229,6 +231,14 @@ impl Progress {
         } else {
             eprintln!("{line}");
         }
+    }
+
+    /// A line of its own, above the progress line.
+    fn note(&self, text: &str) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("note: {text}");
     }
 
     fn finish(&self) {

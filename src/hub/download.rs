@@ -281,15 +281,20 @@ fn shards_of(index: &Path) -> Result<(Vec<String>, Option<u64>), HubError> {
     Ok((shards, total))
 }
 
-/// Fails when the cache's disk lacks room for `needed` bytes (plus a margin).
+/// Fails when the cache's disk lacks room for `needed` bytes (plus a margin). The cache
+/// folder may not exist yet: its nearest existing parent is on the same disk.
 pub fn check_free_space(dir: &Path, needed: u64) -> Result<(), HubError> {
-    let Ok(free) = fs4::available_space(dir) else {
+    let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
         return Ok(());
     };
-    if free < needed + FREE_SPACE_MARGIN {
+    // a disk that cannot say how much room it has gets the download attempted
+    let Ok(free) = fs4::available_space(existing) else {
+        return Ok(());
+    };
+    if free < needed.saturating_add(FREE_SPACE_MARGIN) {
         return Err(HubError::Download(format!(
             "the model needs {:.1} GB more on the disk of {}, which has {:.1} GB free; free some space or set HF_HUB_CACHE to a larger disk",
-            (needed + FREE_SPACE_MARGIN) as f64 / 1e9,
+            (needed.saturating_add(FREE_SPACE_MARGIN)) as f64 / 1e9,
             dir.display(),
             free as f64 / 1e9
         )));

@@ -57,8 +57,28 @@ pub enum ModelError {
     BadPreprocessor(String),
     #[error("the query needs some text or an image")]
     EmptyQuery,
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
     #[error("{0}")]
     Compute(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    /// Whether the device ran out of memory, so that fewer photos at once or a lower
+    /// resolution may fit. CUDA reports it from the allocator
+    /// (`CUDA_ERROR_OUT_OF_MEMORY`) or from cuBLAS (`CUBLAS_STATUS_ALLOC_FAILED`).
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            ModelError::OutOfMemory(_) => true,
+            ModelError::Compute(e) => {
+                let text = e.to_string().to_ascii_lowercase();
+                text.contains("out_of_memory")
+                    || text.contains("out of memory")
+                    || text.contains("alloc_failed")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Shorthand for results of model code.

@@ -107,6 +107,8 @@ pub struct Reranker {
     pub dir: PathBuf,
     vision: VisionTower,
     text: TextModel,
+    /// See [`Reranker::set_activation_budget`].
+    activation_budget: Option<u64>,
 }
 
 impl Reranker {
@@ -193,6 +195,7 @@ impl Reranker {
             dir: dir.to_path_buf(),
             vision,
             text,
+            activation_budget: None,
         })
     }
 
@@ -231,11 +234,31 @@ impl Reranker {
         })
     }
 
+    /// Makes the model refuse, with [`ModelError::OutOfMemory`], any step whose estimated
+    /// working memory ([`Reranker::bytes_per_photo`]'s estimate, weights excluded) exceeds
+    /// `bytes`, as a device with that little room left would. It lets the out-of-memory
+    /// handling of a ranking be exercised on any machine; `None` (the default) removes it.
+    pub fn set_activation_budget(&mut self, bytes: Option<u64>) {
+        self.activation_budget = bytes;
+    }
+
+    fn check_budget(&self, needed: u64, what: &str) -> Result<()> {
+        match self.activation_budget {
+            Some(budget) if needed > budget => Err(ModelError::OutOfMemory(format!(
+                "{what} needs about {} MiB, over the budget of {} MiB",
+                needed >> 20,
+                budget >> 20
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Visual tokens of photos, run through the vision tower together.
     pub fn encode_photos(&self, photos: &[&PhotoInput]) -> Result<Vec<VisualTokens>> {
         let row = self.config.vision.patch_input_len();
         let merge = self.config.vision.spatial_merge_size;
         let rows = photos.iter().map(|p| p.len()).sum::<usize>() / row;
+        self.check_budget(self.vision_bytes(rows as u64), "the vision tower")?;
         let device = &self.device.device;
         let pixels = super::profile::stage("vision.upload", device, || -> Result<Tensor> {
             let parts = photos
@@ -299,6 +322,11 @@ impl Reranker {
         }
         let pad = self.tokenizer.ids.image_pad;
         let ids = expand_pads(&query.suffix_ids, pad, &[first.count()]);
+        let seq = (query.prefix_len() + ids.len()) as u64;
+        self.check_budget(
+            self.text_bytes(seq) * photos.len() as u64,
+            "the language model",
+        )?;
         let (positions, _) = Positions::of(&ids, pad, &[first.merged], query.cache.next_position);
         let embeds =
             super::profile::stage("text.embed", &self.device.device, || -> Result<Tensor> {
@@ -340,14 +368,24 @@ impl Reranker {
     /// is judged (activations of the larger tower plus one attention block).
     pub fn bytes_per_photo(&self, max_pixels: usize) -> u64 {
         let v = &self.config.vision;
-        let t = &self.config.text;
-        let bytes = self.device.dtype.size_in_bytes() as u64;
         let tokens = (max_pixels / (v.resize_factor() * v.resize_factor())) as u64;
         let patches = tokens * (v.spatial_merge_size * v.spatial_merge_size) as u64;
-        let vision = patches * (v.hidden_size as u64 * 8 + v.intermediate_size as u64 * 3) * bytes;
-        let seq = tokens + 160;
-        let text = seq * (t.hidden_size as u64 * 8 + t.intermediate_size as u64 * 3) * bytes;
-        vision.max(text) + (256 << 20)
+        self.vision_bytes(patches)
+            .max(self.text_bytes(tokens + 160))
+    }
+
+    /// Estimated working memory of the vision tower on `patches` patches.
+    fn vision_bytes(&self, patches: u64) -> u64 {
+        let v = &self.config.vision;
+        let bytes = self.device.dtype.size_in_bytes() as u64;
+        patches * (v.hidden_size as u64 * 8 + v.intermediate_size as u64 * 3) * bytes + (256 << 20)
+    }
+
+    /// Estimated working memory of the language model on one sequence of `seq` tokens.
+    fn text_bytes(&self, seq: u64) -> u64 {
+        let t = &self.config.text;
+        let bytes = self.device.dtype.size_in_bytes() as u64;
+        seq * (t.hidden_size as u64 * 8 + t.intermediate_size as u64 * 3) * bytes + (256 << 20)
     }
 
     /// Runs every kernel once on a small input so that the first photo of a ranking does

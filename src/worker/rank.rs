@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, bounded};
 use crate::cache::scores::{QueryIdentity, ScoreCache};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
-use crate::model::{PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
+use crate::model::{ModelError, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
 
 /// What to rank.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,10 @@ pub struct PhotoScore {
     /// Of which in the vision tower, when stage timing was asked for
     /// ([`RankSettings::time_stages`]; it costs a wait for the device).
     pub vision_seconds: Option<f64>,
+    /// Judged below the chosen resolution because the device ran out of memory at it
+    /// (such scores are not cached: the next ranking tries the full resolution again).
+    #[serde(default)]
+    pub lowered_resolution: bool,
 }
 
 /// Progress of a ranking, reported after every step.
@@ -66,6 +70,11 @@ pub enum RankEvent {
     PhotoFailed {
         index: usize,
         reason: String,
+    },
+    /// Something the user should know once, that stops nothing (the device ran out of
+    /// memory and the ranking adapted).
+    Notice {
+        text: String,
     },
 }
 
@@ -201,7 +210,17 @@ pub fn run_ranking(
         }
         drop(tx);
         let mut outcome = RankOutcome::Finished;
-        while let Some(batch) = next_batch(&rx, max_batch) {
+        let mut judge = Judge {
+            model,
+            query: &query,
+            cfg: &cfg,
+            paths: &request.photos,
+            time_stages: settings.time_stages,
+            batch_limit: max_batch,
+            told_batch: false,
+            told_resolution: false,
+        };
+        while let Some(batch) = next_batch(&rx, judge.batch_limit) {
             if cancel.load(Ordering::Relaxed) {
                 outcome = RankOutcome::Cancelled;
                 break;
@@ -229,10 +248,11 @@ pub fn run_ranking(
             for (index, _) in &ready {
                 emit(RankEvent::PhotoStarted { index: *index });
             }
-            for (index, result) in judge_batch(model, &query, &ready, settings.time_stages) {
+            for (index, result) in judge.batch(&ready, &mut emit) {
                 match result {
                     Ok(score) => {
                         if let (Some(cache), Some(hash)) = (cache, hashes.get(&index))
+                            && !score.lowered_resolution
                             && cache_ok.load(Ordering::Relaxed)
                             && let Ok(c) = cache.lock()
                             && c.put(&key, hash, &score).is_err()
@@ -311,33 +331,134 @@ fn prepare(
     Ok(model.prepare_query(&request.instruction, &input)?)
 }
 
-/// Judges decoded photos together; if the batch fails (out of memory, say), each photo is
-/// retried alone so that one bad photo costs only itself.
-fn judge_batch(
-    model: &Reranker,
-    query: &PreparedQuery,
-    photos: &[(usize, PhotoInput)],
+/// Judges photos, adapting to the device: when a batch runs out of memory, the rest of
+/// the ranking uses smaller batches and the batch's photos are judged one by one; when a
+/// single photo runs out of memory, it is decoded again at a lower resolution and retried.
+/// The user is told once of each. Any other failure costs only the photo it concerns.
+struct Judge<'a> {
+    model: &'a Reranker,
+    query: &'a PreparedQuery,
+    cfg: &'a PreprocessConfig,
+    paths: &'a [PathBuf],
     time_stages: bool,
-) -> Vec<(usize, Result<PhotoScore, String>)> {
-    if photos.is_empty() {
-        return Vec::new();
-    }
-    match judge_together(model, query, photos, time_stages) {
-        Ok(scores) => photos
-            .iter()
-            .map(|(i, _)| *i)
-            .zip(scores.into_iter().map(Ok))
-            .collect(),
-        Err(_) if photos.len() > 1 => photos
+    /// Most photos judged together from now on.
+    batch_limit: usize,
+    told_batch: bool,
+    told_resolution: bool,
+}
+
+/// The fewest visual tokens a photo is lowered to before it is given up.
+const LOWEST_TOKENS: usize = 64;
+
+impl Judge<'_> {
+    fn batch(
+        &mut self,
+        photos: &[(usize, PhotoInput)],
+        emit: &mut impl FnMut(RankEvent),
+    ) -> Vec<(usize, Result<PhotoScore, String>)> {
+        if photos.is_empty() {
+            return Vec::new();
+        }
+        let e = match judge_together(self.model, self.query, photos, self.time_stages) {
+            Ok(scores) => {
+                return photos
+                    .iter()
+                    .map(|(i, _)| *i)
+                    .zip(scores.into_iter().map(Ok))
+                    .collect();
+            }
+            Err(e) => e,
+        };
+        if photos.len() == 1 {
+            return vec![(photos[0].0, self.one(&photos[0], e, emit))];
+        }
+        if e.is_out_of_memory() {
+            self.batch_limit = (photos.len() / 2).max(1);
+            if !self.told_batch {
+                self.told_batch = true;
+                emit(RankEvent::Notice {
+                    text: format!(
+                        "The GPU ran out of memory judging {} photos at once; judging {} at a time from now on.",
+                        photos.len(),
+                        self.batch_limit
+                    ),
+                });
+            }
+        }
+        photos
             .iter()
             .map(|p| {
-                let one = judge_together(model, query, std::slice::from_ref(p), time_stages)
-                    .map(|mut s| s.remove(0));
-                (p.0, one)
+                let result = match judge_together(
+                    self.model,
+                    self.query,
+                    std::slice::from_ref(p),
+                    self.time_stages,
+                ) {
+                    Ok(mut s) => Ok(s.remove(0)),
+                    Err(e) => self.one(p, e, emit),
+                };
+                (p.0, result)
             })
-            .collect(),
-        Err(e) => vec![(photos[0].0, Err(e))],
+            .collect()
     }
+
+    /// A photo judged alone failed with `e`: on out-of-memory, retries it at lower
+    /// resolutions, halving its pixels each time.
+    fn one(
+        &mut self,
+        (index, input): &(usize, PhotoInput),
+        e: ModelError,
+        emit: &mut impl FnMut(RankEvent),
+    ) -> Result<PhotoScore, String> {
+        if !e.is_out_of_memory() {
+            return Err(e.to_string());
+        }
+        let path = &self.paths[*index];
+        let factor = self.model.config.vision.resize_factor();
+        let lowest = self.cfg.min_pixels.max(LOWEST_TOKENS * factor * factor);
+        let tokens_at = |pixels: usize| pixels / (factor * factor);
+        let first_pixels = input.input_size.0 * input.input_size.1;
+        let mut pixels = first_pixels;
+        let mut last = e;
+        while pixels / 2 >= lowest {
+            pixels /= 2;
+            let cfg = self
+                .cfg
+                .with_bounds(Some(self.cfg.min_pixels), Some(pixels));
+            let lower = load_photo(path, self.model, &cfg)?;
+            match judge_together(self.model, self.query, &[(*index, lower)], self.time_stages) {
+                Ok(mut s) => {
+                    let mut score = s.remove(0);
+                    score.lowered_resolution = true;
+                    if !self.told_resolution {
+                        self.told_resolution = true;
+                        emit(RankEvent::Notice {
+                            text: format!(
+                                "The GPU ran out of memory on {} at {} visual tokens; it was judged at {} instead (marked in its model output). Photos like it may score differently: choose a lower resolution or close other programs that use the GPU.",
+                                display_name(path),
+                                tokens_at(first_pixels),
+                                score.visual_tokens
+                            ),
+                        });
+                    }
+                    return Ok(score);
+                }
+                Err(e) if e.is_out_of_memory() => last = e,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!(
+            "{last}; even at {} visual tokens. Close other programs that use the GPU, or choose a lower resolution",
+            tokens_at(pixels)
+        ))
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn judge_together(
@@ -345,12 +466,12 @@ fn judge_together(
     query: &PreparedQuery,
     photos: &[(usize, PhotoInput)],
     time_stages: bool,
-) -> Result<Vec<PhotoScore>, String> {
+) -> Result<Vec<PhotoScore>, ModelError> {
     let start = Instant::now();
     let inputs: Vec<&PhotoInput> = photos.iter().map(|(_, p)| p).collect();
-    let tokens = model.encode_photos(&inputs).map_err(|e| e.to_string())?;
+    let tokens = model.encode_photos(&inputs)?;
     let vision = if time_stages {
-        model.synchronize().map_err(|e| e.to_string())?;
+        model.synchronize()?;
         Some(start.elapsed())
     } else {
         None
@@ -366,9 +487,7 @@ fn judge_together(
     }
     for (_, members) in &groups {
         let group: Vec<&VisualTokens> = members.iter().map(|&i| &tokens[i]).collect();
-        let out = model
-            .judge_batch(query, &group)
-            .map_err(|e| e.to_string())?;
+        let out = model.judge_batch(query, &group)?;
         for (&i, j) in members.iter().zip(out) {
             judgements[i] = Some(j);
         }
@@ -390,6 +509,7 @@ fn judge_together(
                 original_size: input.original_size,
                 seconds: per_photo(total),
                 vision_seconds: vision.map(per_photo),
+                lowered_resolution: false,
             }
         })
         .collect())

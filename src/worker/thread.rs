@@ -34,6 +34,8 @@ pub enum Command {
         job: JobId,
         request: RankRequest,
         cancel: Arc<AtomicBool>,
+        /// Read and store scores in the score cache.
+        use_cache: bool,
     },
     /// Finish the current step and exit.
     Shutdown,
@@ -229,7 +231,8 @@ impl Worker {
                 job,
                 request,
                 cancel,
-            } => self.rank(job, &request, &cancel),
+                use_cache,
+            } => self.rank(job, &request, &cancel, use_cache),
             Command::Shutdown => {}
         }
     }
@@ -271,7 +274,7 @@ impl Worker {
         }
     }
 
-    fn rank(&mut self, job: JobId, request: &RankRequest, cancel: &AtomicBool) {
+    fn rank(&mut self, job: JobId, request: &RankRequest, cancel: &AtomicBool, use_cache: bool) {
         let Some(model) = self.model.as_ref() else {
             self.emit(Event::RankFailed {
                 job,
@@ -279,7 +282,7 @@ impl Worker {
             });
             return;
         };
-        if self.cache.is_none() {
+        if use_cache && self.cache.is_none() {
             let opened = self
                 .cache_path
                 .as_deref()
@@ -310,7 +313,11 @@ impl Worker {
         }
         let start = Instant::now();
         let settings = RankSettings::for_model(model);
-        let cache = self.cache.as_ref().and_then(Option::as_ref);
+        let cache = self
+            .cache
+            .as_ref()
+            .and_then(Option::as_ref)
+            .filter(|_| use_cache);
         let (events, notify, shutdown) = (&self.events, &self.notify, &self.shutdown);
         let result = run_ranking(model, request, settings, cache, cancel, |event| {
             send(events, notify, shutdown, Event::Rank { job, event });
