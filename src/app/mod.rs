@@ -3,6 +3,7 @@
 //! window never waits on the model: rankings run on the inference thread
 //! ([`crate::worker::thread`]) and arrive as events.
 
+mod dialogs;
 mod lychee;
 mod output;
 pub mod photos;

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::lychee::{DialogKind, LycheeApp, Outcome};
+use super::dialogs::DialogKind;
+use super::lychee::{LycheeApp, Outcome};
 use super::textures::Thumb;
 
 /// Columns of the grid.

@@ -1,7 +1,8 @@
 //! The query sidebar: what to look for (text and/or an example image), the Rerank button,
 //! the instruction and resolution under "Advanced", and the model's status.
 
-use super::lychee::{DialogKind, LycheeApp, ModelStatus};
+use super::dialogs::DialogKind;
+use super::lychee::{LycheeApp, ModelStatus};
 use super::state::RESOLUTIONS;
 use super::textures::Thumb;
 use crate::model::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};

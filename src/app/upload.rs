@@ -2,7 +2,8 @@
 //! also work where dropping does not, such as Wayland). Shows what was found, what was
 //! skipped and why, and lets the user remove a source or start over.
 
-use super::lychee::{DialogKind, LycheeApp, Outcome};
+use super::dialogs::DialogKind;
+use super::lychee::{LycheeApp, Outcome};
 
 /// Takes in files dropped on the window: an image dropped on the query image zone becomes
 /// the query image; everything else joins the library.
