@@ -6,7 +6,7 @@
 #
 #   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda
 #   mkdir -p .gpu && strip -o .gpu/lychee-rerank target/cuda/release/lychee-rerank && xz -f .gpu/lychee-rerank
-#   (device) bash scripts/gpu_run.sh [steps...]      # steps: tiny bench7b memory parity7b oom (default: all)
+#   (device) bash scripts/gpu_run.sh [steps...]      # steps: ops tiny bench7b memory parity7b oom (default: all)
 #
 # Everything it measures lands in $OUT (or ./gpu-out): JSON lines per step and log.txt.
 set -u
@@ -17,7 +17,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 BIN=/tmp/lychee-rerank
 [ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
-STEPS=${*:-tiny bench7b memory parity7b oom}
+STEPS=${*:-ops tiny bench7b memory parity7b oom}
 QUERY="a red umbrella on a sunny beach"
 PHOTOS=${PHOTOS:-64}
 R7B=/tmp/rand7b
@@ -28,6 +28,13 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+
+if has ops; then
+  # Single operations at the model's shapes; ends with the flash-attention kernel checked
+  # against an f32 reference (the command fails if they differ beyond bf16 rounding).
+  step "single operations, bf16"
+  timeout 300 "$BIN" bench --ops
+fi
 
 if has tiny; then
   step "tiny fixture: candle f32 / bf16 and transformers f32 / bf16 on the GPU"
@@ -51,6 +58,8 @@ if has bench7b; then
   for b in ${BATCHES:-1 4 8}; do
     timeout 300 "$BIN" bench --model "$R7B" --photos "$PHOTOS" --batch "$b" --json "$OUT/bench_candle_b$b.json"
   done
+  step "candle without the flash-attention kernel (scores materialized), batch 1"
+  LYCHEE_FLASH=0 timeout 300 "$BIN" bench --model "$R7B" --photos "$PHOTOS" --batch 1 --json "$OUT/bench_candle_b1_noflash.json"
 fi
 
 # Device memory as nvidia-smi sees it (CUDA context included), polled every 20 ms.

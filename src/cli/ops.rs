@@ -201,5 +201,196 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
         };
         println!("{name:<40} {us:>10.1} us  {rate}");
     }
+    #[cfg(feature = "cuda")]
+    if dtype == DType::BF16 {
+        flash::run(device)?;
+    }
     Ok(())
+}
+
+/// The flash-attention kernel at the model's shapes: its largest difference from an f32
+/// reference that materializes the scores, and its time against the materialized bf16
+/// path it replaces. A difference beyond bf16 rounding fails the command.
+#[cfg(feature = "cuda")]
+mod flash {
+    use super::time;
+    use crate::model::attention::attention;
+    use crate::model::fused::ScoreMask;
+    use crate::model::kernels;
+    use candle_core::{DType, Device, Result, Tensor};
+
+    /// Largest allowed |flash - reference| for outputs of unit-variance inputs: a few bf16
+    /// roundings of values below 4.
+    const TOLERANCE: f32 = 0.05;
+
+    fn msg(e: impl std::fmt::Display) -> candle_core::Error {
+        candle_core::Error::Msg(e.to_string())
+    }
+
+    fn randn(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(DType::BF16)
+    }
+
+    /// softmax(q k^T * scale) v in f32 for (heads, n, d) q and (heads, m, d) k, v, where
+    /// `allowed` (n, m; u8) says which keys each query sees.
+    fn reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        allowed: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let (q, k, v) = (
+            q.to_dtype(DType::F32)?,
+            k.to_dtype(DType::F32)?,
+            v.to_dtype(DType::F32)?,
+        );
+        let s = (q.matmul(&k.t()?)? * scale)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, s.shape(), s.device())?;
+        let s = allowed.broadcast_as(s.shape())?.where_cond(&s, &neg)?;
+        candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    }
+
+    fn report(name: &str, flops: f64, flash_us: f64, old_us: f64, diff: f32) -> Result<()> {
+        println!(
+            "{name:<40} flash {flash_us:>8.1} us ({:.0} TFLOP/s)  materialized {old_us:>8.1} us  max |diff| vs f32 {diff:.4}",
+            flops / flash_us / 1e6
+        );
+        if !(diff <= TOLERANCE) {
+            candle_core::bail!(
+                "flash attention differs from the f32 reference by {diff} in {name}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Rows 0..n in segments given by `bounds`: per-row key ranges and the (n, n) mask.
+    fn segments(bounds: &[u32], device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = *bounds.last().unwrap_or(&0) as usize;
+        let (mut lo, mut hi) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for b in bounds.windows(2) {
+            for _ in b[0]..b[1] {
+                lo.push(b[0]);
+                hi.push(b[1]);
+            }
+        }
+        let mut allowed = vec![0u8; n * n];
+        for i in 0..n {
+            for j in lo[i]..hi[i] {
+                allowed[i * n + j as usize] = 1;
+            }
+        }
+        Ok((
+            Tensor::from_vec(lo, n, device)?,
+            Tensor::from_vec(hi, n, device)?,
+            Tensor::from_vec(allowed, (n, n), device)?,
+        ))
+    }
+
+    pub fn run(device: &Device) -> Result<()> {
+        let scale = 80f64.powf(-0.5);
+        // The vision tower: 16 heads of 80, 3 996 patches (a 1024x768 photo), first as one
+        // segment (the full-attention blocks), then in windows of at most 64 rows.
+        let rows = 3996;
+        let (q, k, v) = (
+            randn(&[rows, 16, 80], device)?,
+            randn(&[rows, 16, 80], device)?,
+            randn(&[rows, 16, 80], device)?,
+        );
+        let heads_first = |t: &Tensor| t.transpose(0, 1)?.contiguous();
+        let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
+        let mut windows: Vec<u32> = (0..=62u32).map(|i| i * 64).collect();
+        windows.push(rows as u32);
+        for (name, bounds) in [
+            ("vision full 16 x 3996x80", vec![0, rows as u32]),
+            ("vision windows 16 x 3996x80", windows),
+        ] {
+            let (lo, hi, allowed) = segments(&bounds, device)?;
+            let flash = || kernels::flash_rows(&q, &k, &v, &lo, &hi, scale as f32);
+            let out = heads_first(&flash()?)?;
+            let diff = max_diff(&out, &reference(&qh, &kh, &vh, &allowed, scale)?)?;
+            let flash_us = time(device, 20, flash)?;
+            let old_us = if bounds.len() == 2 {
+                time(device, 20, || {
+                    attention(
+                        &qh.unsqueeze(0)?,
+                        &kh.unsqueeze(0)?,
+                        &vh.unsqueeze(0)?,
+                        ScoreMask::All,
+                        scale,
+                    )
+                    .map_err(msg)
+                })?
+            } else {
+                let b = Tensor::new(bounds.as_slice(), device)?;
+                time(device, 20, || {
+                    kernels::segment_attention(&q, &k, &v, &b, 64, scale as f32)
+                })?
+            };
+            let pairs: f64 = bounds
+                .windows(2)
+                .map(|b| ((b[1] - b[0]) as f64).powi(2))
+                .sum();
+            report(name, 4.0 * pairs * 16.0 * 80.0, flash_us, old_us, diff)?;
+        }
+
+        // The language model: 28 query heads and 4 key heads of 128, a cached prefix of 54
+        // tokens and a photo's 1 006 tokens, causal; then only the last query.
+        let scale = 128f64.powf(-0.5);
+        let (past, len) = (54, 1006);
+        let q = randn(&[1, 28, len, 128], device)?;
+        let (k, v) = (
+            randn(&[1, 4, len, 128], device)?,
+            randn(&[1, 4, len, 128], device)?,
+        );
+        let (pk, pv) = (
+            randn(&[1, 4, past, 128], device)?,
+            randn(&[1, 4, past, 128], device)?,
+        );
+        let repeat = |p: &Tensor, t: &Tensor| -> Result<Tensor> {
+            candle_transformers::utils::repeat_kv(Tensor::cat(&[p, t], 2)?, 7)?.contiguous()
+        };
+        let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+        let total = past + len;
+        for (name, q_off, n_q) in [
+            ("text causal 28 x 1006 (+54 cached) x128", 0, len),
+            ("text last query 28 x 1 (+1059) x128", len - 1, 1),
+        ] {
+            let mut allowed = vec![0u8; n_q * total];
+            for i in 0..n_q {
+                for j in 0..=past + q_off + i {
+                    allowed[i * total + j] = 1;
+                }
+            }
+            let allowed = Tensor::from_vec(allowed, (n_q, total), device)?;
+            let qs = q.narrow(2, q_off, n_q)?.contiguous()?;
+            let flash =
+                || kernels::flash_causal(&q, &k, &v, Some((&pk, &pv)), q_off, n_q, scale as f32);
+            let out = flash()?.reshape((1, n_q, 28, 128))?.transpose(1, 2)?;
+            let want = reference(
+                &qs.squeeze(0)?,
+                &ka.squeeze(0)?,
+                &va.squeeze(0)?,
+                &allowed,
+                scale,
+            )?;
+            let diff = max_diff(&out.squeeze(0)?, &want)?;
+            let flash_us = time(device, 20, flash)?;
+            let old_us = time(device, 20, || {
+                let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+                attention(&qs, &ka, &va, ScoreMask::Causal, scale).map_err(msg)
+            })?;
+            let pairs: f64 = (0..n_q).map(|i| (past + q_off + i + 1) as f64).sum();
+            report(name, 4.0 * pairs * 28.0 * 128.0, flash_us, old_us, diff)?;
+        }
+        Ok(())
+    }
 }

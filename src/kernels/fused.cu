@@ -213,6 +213,220 @@ __device__ void bias_residual(const T *x, const T *bias, const T *residual, T *o
     }
 }
 
+// Attention without materialized scores (FlashAttention-2's scheme) for bf16 q, k, v with
+// tensor cores (mma.sync m16n8k16, f32 accumulation). One block of 4 warps per (64 query
+// rows, head, batch); each warp owns 16 query rows and walks the keys 64 at a time with an
+// online softmax in f32 (exp2 of scores pre-multiplied by scale * log2(e)). The probabilities
+// are rounded to bf16 for the product with v, as fused attention in PyTorch does.
+//
+// Element (b, h, i, d) of q is q[b * q_sb + h * q_sh + i * q_si + d], likewise for out; key
+// j < past comes from kp / vp (one batch, strides p_sh, p_si: a cached prefix), key
+// j >= past from k / v at row j - past. Query head h reads key head h / group. Query i is
+// row q_off + i; which keys it sees:
+//   causal: 0 .. past + q_off + i (inclusive);
+//   else:   lo[i] .. hi[i] (exclusive), from per-row tables (segments, windows).
+// Rows and keys are 16-byte aligned: strides and offsets are multiples of 8 values.
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+template <int D>
+__device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                const __nv_bfloat16 *kp, const __nv_bfloat16 *vp, __nv_bfloat16 *out,
+                                const uint32_t *lo_rows, const uint32_t *hi_rows, uint32_t n_q, uint32_t q_off,
+                                uint32_t past, uint32_t group, int causal, float scale_log2, uint32_t q_sb,
+                                uint32_t q_sh, uint32_t q_si, uint32_t k_sb, uint32_t k_sh, uint32_t k_si,
+                                uint32_t p_sh, uint32_t p_si, uint32_t o_sb, uint32_t o_sh, uint32_t o_si) {
+    constexpr int BM = 64, BN = 64, KS = D + 8, VS = BN + 8, CH = D / 8;
+    __shared__ __align__(16) __nv_bfloat16 ks[BN * KS]; // the q tile first, then each k tile
+    __shared__ __align__(16) __nv_bfloat16 vt[D * VS];  // v tile transposed: (dim, key)
+    __shared__ uint32_t range[2];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = blockIdx.x * BM;
+    const uint32_t kvh = h / group;
+    const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
+    const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
+    const uint64_t p_base = (uint64_t)kvh * p_sh;
+
+    if (tid == 0) {
+        range[0] = 0xffffffffu;
+        range[1] = 0;
+    }
+    __syncthreads();
+    if (tid < BM && m0 + tid < n_q) {
+        const uint32_t i = m0 + tid;
+        atomicMin(&range[0], causal ? 0u : lo_rows[i]);
+        atomicMax(&range[1], causal ? past + q_off + i + 1 : hi_rows[i]);
+    }
+    for (int c = tid; c < BM * CH; c += blockDim.x) {
+        const int r = c / CH, d8 = (c % CH) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (m0 + r < n_q) val = *reinterpret_cast<const uint4 *>(q + q_base + (uint64_t)(q_off + m0 + r) * q_si + d8);
+        *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = val;
+    }
+    __syncthreads();
+
+    const int r0 = warp * 16 + g;
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+        qf[kc][0] = smem_u32(&ks[r0 * KS + kc * 16 + t4 * 2]);
+        qf[kc][1] = smem_u32(&ks[(r0 + 8) * KS + kc * 16 + t4 * 2]);
+        qf[kc][2] = smem_u32(&ks[r0 * KS + kc * 16 + 8 + t4 * 2]);
+        qf[kc][3] = smem_u32(&ks[(r0 + 8) * KS + kc * 16 + 8 + t4 * 2]);
+    }
+    uint32_t lo[2], hi[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const uint32_t i = m0 + r0 + 8 * x;
+        if (i >= n_q) {
+            lo[x] = hi[x] = 0;
+        } else if (causal) {
+            lo[x] = 0;
+            hi[x] = past + q_off + i + 1;
+        } else {
+            lo[x] = lo_rows[i];
+            hi[x] = hi_rows[i];
+        }
+    }
+    const uint32_t kmin = range[0], kmax = range[1];
+    __syncthreads();
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+
+    for (uint32_t kb = kmin; kb < kmax; kb += BN) {
+        // k rows with the 16-byte chunks of a row on neighbouring threads; v with the rows
+        // on neighbouring threads, so that the transposed stores fall in different banks.
+        for (int c = tid; c < BN * CH; c += blockDim.x) {
+            const int r = c / CH, d8 = (c % CH) * 8;
+            const uint32_t j = kb + r;
+            uint4 kv = make_uint4(0, 0, 0, 0);
+            if (j < kmax) {
+                const __nv_bfloat16 *src = j < past ? kp + p_base + (uint64_t)j * p_si : k + k_base + (uint64_t)(j - past) * k_si;
+                kv = *reinterpret_cast<const uint4 *>(src + d8);
+            }
+            *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = kv;
+        }
+        for (int c = tid; c < BN * CH; c += blockDim.x) {
+            const int r = c % BN, d8 = (c / BN) * 8;
+            const uint32_t j = kb + r;
+            uint4 vv = make_uint4(0, 0, 0, 0);
+            if (j < kmax) {
+                const __nv_bfloat16 *src = j < past ? vp + p_base + (uint64_t)j * p_si : v + k_base + (uint64_t)(j - past) * k_si;
+                vv = *reinterpret_cast<const uint4 *>(src + d8);
+            }
+            const __nv_bfloat16 *e = reinterpret_cast<const __nv_bfloat16 *>(&vv);
+#pragma unroll
+            for (int x = 0; x < 8; ++x) vt[(d8 + x) * VS + r] = e[x];
+        }
+        __syncthreads();
+
+        float s[BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc) {
+                const __nv_bfloat16 *kr = &ks[(n * 8 + g) * KS + kc * 16 + t4 * 2];
+                mma_bf16_16816(s[n], qf[kc], smem_u32(kr), smem_u32(kr + 8));
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int x = e / 2;
+                const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
+                const float val = (j >= lo[x] && j < hi[x]) ? s[n][e] * scale_log2 : -INFINITY;
+                s[n][e] = val;
+                mx[x] = fmaxf(mx[x], val);
+            }
+        }
+        float base[2];
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
+            const float m_new = fmaxf(m_run[x], mx[x]);
+            base[x] = m_new == -INFINITY ? 0.0f : m_new;
+            const float alpha = exp2f(m_run[x] - base[x]);
+            m_run[x] = m_new;
+            l_run[x] *= alpha;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                o[n][2 * x] *= alpha;
+                o[n][2 * x + 1] *= alpha;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(s[n][e] - base[e / 2]);
+                s[n][e] = p;
+                l_run[e / 2] += p;
+            }
+        }
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; ++kc) {
+            const uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                                   pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                   pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                const __nv_bfloat16 *vr = &vt[(n * 8 + g) * VS + kc * 16 + t4 * 2];
+                mma_bf16_16816(o[n], a, smem_u32(vr), smem_u32(vr + 8));
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        float l = l_run[x];
+        l += __shfl_xor_sync(0xffffffff, l, 1);
+        l += __shfl_xor_sync(0xffffffff, l, 2);
+        const uint32_t i = m0 + r0 + 8 * x;
+        if (i >= n_q) continue;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            *reinterpret_cast<__nv_bfloat162 *>(&dst[n * 8 + t4 * 2]) =
+                __floats2bfloat162_rn(o[n][2 * x] * inv, o[n][2 * x + 1] * inv);
+        }
+    }
+}
+
+#define FLASH(D)                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) flash_attention_d##D(                                        \
+        const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *kp,          \
+        const __nv_bfloat16 *vp, __nv_bfloat16 *out, const uint32_t *lo, const uint32_t *hi, uint32_t n_q,         \
+        uint32_t q_off, uint32_t past, uint32_t group, int causal, float scale_log2, uint32_t q_sb, uint32_t q_sh,  \
+        uint32_t q_si, uint32_t k_sb, uint32_t k_sh, uint32_t k_si, uint32_t p_sh, uint32_t p_si, uint32_t o_sb,   \
+        uint32_t o_sh, uint32_t o_si) {                                                                            \
+        flash_attention<D>(q, k, v, kp, vp, out, lo, hi, n_q, q_off, past, group, causal, scale_log2, q_sb, q_sh,  \
+                           q_si, k_sb, k_sh, k_si, p_sh, p_si, o_sb, o_sh, o_si);                                  \
+    }
+
+FLASH(16)
+FLASH(64)
+FLASH(80)
+FLASH(128)
+
 #define INSTANTIATE(T, SUFFIX)                                                                      \
     extern "C" __global__ void bias_add_##SUFFIX(const T *x, const T *b, T *o, uint32_t r, uint32_t c) { \
         bias_add<T>(x, b, o, r, c);                                                                 \

@@ -19,6 +19,25 @@ fn fusable(t: &Tensor) -> bool {
         && t.elem_count() < MAX_FUSED_ELEMENTS
 }
 
+/// Whether attention on CUDA runs as the fused flash-attention kernel: on unless the
+/// environment sets `LYCHEE_FLASH=0` (for side-by-side measurements and for ruling the
+/// kernel out when a result looks wrong).
+#[cfg(feature = "cuda")]
+pub fn flash_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LYCHEE_FLASH").map_or(true, |v| v.trim() != "0"))
+}
+
+/// True when `t` can be read by the flash-attention kernel: bf16 on CUDA, contiguous,
+/// starting on a 16-byte boundary.
+#[cfg(feature = "cuda")]
+pub fn flash_ready(t: &Tensor) -> bool {
+    t.device().is_cuda()
+        && t.dtype() == DType::BF16
+        && t.is_contiguous()
+        && t.layout().start_offset() % 8 == 0
+}
+
 /// `x` (.., cols) + `bias` (cols).
 pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]

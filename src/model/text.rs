@@ -81,6 +81,32 @@ impl Attention {
                 Some(len),
             )
         })?;
+        // bf16 on CUDA: the flash-attention kernel reads the cached prefix and this call's
+        // keys in place (no concatenation, no repeated key heads) and writes the output in
+        // the layout the output projection takes.
+        #[cfg(feature = "cuda")]
+        if super::fused::flash_enabled()
+            && super::kernels::flash_supported(self.head_dim, q.dtype())
+            && [&q, &k, &v].iter().all(|t| super::fused::flash_ready(t))
+            && past.is_none_or(|(pk, pv)| {
+                super::fused::flash_ready(pk) && super::fused::flash_ready(pv)
+            })
+        {
+            let (q_off, n_q) = if last_only { (len - 1, 1) } else { (0, len) };
+            let out = stage("text.attn.core", dev, || -> Result<Tensor> {
+                Ok(super::kernels::flash_causal(
+                    &q,
+                    &k,
+                    &v,
+                    past.map(|(pk, pv)| (pk, pv)),
+                    q_off,
+                    n_q,
+                    (self.head_dim as f64).powf(-0.5) as f32,
+                )?)
+            })?;
+            let out = stage("text.attn.out", dev, || self.o.forward(&out))?;
+            return Ok((out, (k, v)));
+        }
         let (k_all, v_all) = stage("text.attn.kv", dev, || -> Result<_> {
             let (k_all, v_all) = match past {
                 Some((pk, pv)) => (

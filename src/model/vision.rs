@@ -311,6 +311,10 @@ struct Segments {
     lengths_device: Tensor,
     count: usize,
     longest: usize,
+    /// For each row, the first and one past the last row of its segment (u32, on the
+    /// device), for the flash-attention kernel; only made on CUDA.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    row_ranges: Option<(Tensor, Tensor)>,
 }
 
 impl Segments {
@@ -321,6 +325,22 @@ impl Segments {
         let lengths_device = Tensor::new(lengths.as_slice(), device)?;
         let bound_values: Vec<u32> = bounds.iter().map(|&b| b as u32).collect();
         let bounds_device = Tensor::new(bound_values.as_slice(), device)?;
+        let row_ranges = if device.is_cuda() {
+            let rows = *bounds.last().unwrap_or(&0);
+            let (mut lo, mut hi) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+            for b in bounds.windows(2) {
+                for _ in b[0]..b[1] {
+                    lo.push(b[0] as u32);
+                    hi.push(b[1] as u32);
+                }
+            }
+            Some((
+                Tensor::from_vec(lo, rows, device)?,
+                Tensor::from_vec(hi, rows, device)?,
+            ))
+        } else {
+            None
+        };
         if count == 1 {
             return Ok(Segments {
                 bounds: bounds_device,
@@ -330,6 +350,7 @@ impl Segments {
                 lengths_device,
                 count,
                 longest,
+                row_ranges,
             });
         }
         let mut gather = Vec::with_capacity(count * longest);
@@ -351,12 +372,23 @@ impl Segments {
             lengths_device,
             count,
             longest,
+            row_ranges,
         })
     }
 
     /// `q`, `k`, `v`: (rows, heads, dim). Returns (rows, heads * dim).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
         let (rows, heads, dim) = q.dims3()?;
+        // bf16 on CUDA: the flash-attention kernel, which never materializes the scores.
+        #[cfg(feature = "cuda")]
+        if let Some((lo, hi)) = &self.row_ranges
+            && super::fused::flash_enabled()
+            && super::kernels::flash_supported(dim, q.dtype())
+            && [q, k, v].iter().all(|t| super::fused::flash_ready(t))
+        {
+            let out = super::kernels::flash_rows(q, k, v, lo, hi, scale as f32)?;
+            return Ok(out.reshape((rows, heads * dim))?);
+        }
         // Short segments (the windows) run as one fused kernel on CUDA.
         #[cfg(feature = "cuda")]
         if self.count > 1
