@@ -237,7 +237,30 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of
+// matrix l / 8 and receives, of each matrix, row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1
+// (or, transposed, column l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// 16 bytes from global to shared memory without passing through registers; zeros when
+// `real` is false (nothing is read then).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(real ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 template <int D>
 __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -246,12 +269,19 @@ __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
                                 uint32_t past, uint32_t group, int causal, float scale_log2, uint32_t q_sb,
                                 uint32_t q_sh, uint32_t q_si, uint32_t k_sb, uint32_t k_sh, uint32_t k_si,
                                 uint32_t p_sh, uint32_t p_si, uint32_t o_sb, uint32_t o_sh, uint32_t o_si) {
-    constexpr int BM = 64, BN = 64, KS = D + 8, VS = BN + 8, CH = D / 8;
-    __shared__ __align__(16) __nv_bfloat16 ks[BN * KS]; // the q tile first, then each k tile
-    __shared__ __align__(16) __nv_bfloat16 vt[D * VS];  // v tile transposed: (dim, key)
+    // Key tiles of 64 rows, 32 for the widest heads, so that two stages of k and v stay
+    // within 48 KiB of shared memory: the next tile is copied in while this one is used.
+    constexpr int BM = 64, BN = D > 80 ? 32 : 64, KS = D + 8, CH = D / 8;
+    // Rows padded to D + 8 values so that the eight rows an ldmatrix reads fall in
+    // different banks. The q tile goes through ks first (2 * BN >= BM rows).
+    __shared__ __align__(16) __nv_bfloat16 ks[2 * BN * KS];
+    __shared__ __align__(16) __nv_bfloat16 vs[2 * BN * KS];
     __shared__ uint32_t range[2];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = blockIdx.x * BM;
+    // Causal blocks of later queries see more keys: they start first, so that the short
+    // ones fill the end of the grid.
+    const uint32_t tile = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = tile * BM;
     const uint32_t kvh = h / group;
     const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
     const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
@@ -275,14 +305,14 @@ __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
     }
     __syncthreads();
 
+    // Row and column this lane addresses in an ldmatrix of four 8x8 matrices.
+    const int lrow = lane % 8, lmat = lane / 8;
     const int r0 = warp * 16 + g;
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
-        qf[kc][0] = smem_u32(&ks[r0 * KS + kc * 16 + t4 * 2]);
-        qf[kc][1] = smem_u32(&ks[(r0 + 8) * KS + kc * 16 + t4 * 2]);
-        qf[kc][2] = smem_u32(&ks[r0 * KS + kc * 16 + 8 + t4 * 2]);
-        qf[kc][3] = smem_u32(&ks[(r0 + 8) * KS + kc * 16 + 8 + t4 * 2]);
+        // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
+        ldmatrix_x4(qf[kc], &ks[(warp * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
     }
     uint32_t lo[2], hi[2];
 #pragma unroll
@@ -306,53 +336,58 @@ __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
 
-    for (uint32_t kb = kmin; kb < kmax; kb += BN) {
-        // k rows with the 16-byte chunks of a row on neighbouring threads; v with the rows
-        // on neighbouring threads, so that the transposed stores fall in different banks.
+    // k and v rows kb .. kb + BN into stage `st`, the 16-byte chunks of a row on
+    // neighbouring threads; rows at or past kmax are zeros.
+    auto load_tile = [&](uint32_t kb, int st) {
         for (int c = tid; c < BN * CH; c += blockDim.x) {
             const int r = c / CH, d8 = (c % CH) * 8;
             const uint32_t j = kb + r;
-            uint4 kv = make_uint4(0, 0, 0, 0);
-            if (j < kmax) {
-                const __nv_bfloat16 *src = j < past ? kp + p_base + (uint64_t)j * p_si : k + k_base + (uint64_t)(j - past) * k_si;
-                kv = *reinterpret_cast<const uint4 *>(src + d8);
-            }
-            *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = kv;
+            const bool real = j < kmax;
+            const bool cached = real && j < past;
+            const uint64_t at = cached ? p_base + (uint64_t)j * p_si : real ? k_base + (uint64_t)(j - past) * k_si : k_base;
+            cp_async16(&ks[(st * BN + r) * KS + d8], (cached ? kp : k) + at + d8, real);
+            cp_async16(&vs[(st * BN + r) * KS + d8], (cached ? vp : v) + at + d8, real);
         }
-        for (int c = tid; c < BN * CH; c += blockDim.x) {
-            const int r = c % BN, d8 = (c / BN) * 8;
-            const uint32_t j = kb + r;
-            uint4 vv = make_uint4(0, 0, 0, 0);
-            if (j < kmax) {
-                const __nv_bfloat16 *src = j < past ? vp + p_base + (uint64_t)j * p_si : v + k_base + (uint64_t)(j - past) * k_si;
-                vv = *reinterpret_cast<const uint4 *>(src + d8);
-            }
-            const __nv_bfloat16 *e = reinterpret_cast<const __nv_bfloat16 *>(&vv);
-#pragma unroll
-            for (int x = 0; x < 8; ++x) vt[(d8 + x) * VS + r] = e[x];
-        }
+    };
+    load_tile(kmin, 0);
+    cp_async_commit();
+    int st = 0;
+    for (uint32_t kb = kmin; kb < kmax; kb += BN, st ^= 1) {
+        if (kb + BN < kmax) load_tile(kb + BN, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
+        const __nv_bfloat16 *kt = ks + st * BN * KS, *vt = vs + st * BN * KS;
 
+        // s = q k^T for this warp's 16 rows and the tile's keys, two key groups of 8 per
+        // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
         float s[BN / 8][4];
 #pragma unroll
-        for (int n = 0; n < BN / 8; ++n) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n += 2) {
 #pragma unroll
             for (int kc = 0; kc < D / 16; ++kc) {
-                const __nv_bfloat16 *kr = &ks[(n * 8 + g) * KS + kc * 16 + t4 * 2];
-                mma_bf16_16816(s[n], qf[kc], smem_u32(kr), smem_u32(kr + 8));
+                uint32_t kf[4];
+                ldmatrix_x4(kf, &kt[((n + lmat / 2) * 8 + lrow) * KS + kc * 16 + (lmat % 2) * 8]);
+                mma_bf16_16816(s[n], qf[kc], kf[0], kf[1]);
+                mma_bf16_16816(s[n + 1], qf[kc], kf[2], kf[3]);
             }
         }
+        // Keys outside a row's range become -inf; tiles wholly inside every range of the
+        // warp's rows (most of them) skip the comparisons.
+        const bool inside = __all_sync(0xffffffff, kb >= lo[0] && kb >= lo[1] && kb + BN <= hi[0] && kb + BN <= hi[1]);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int x = e / 2;
-                const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
-                const float val = (j >= lo[x] && j < hi[x]) ? s[n][e] * scale_log2 : -INFINITY;
-                s[n][e] = val;
-                mx[x] = fmaxf(mx[x], val);
+                if (!inside) {
+                    const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
+                    if (j < lo[x] || j >= hi[x]) s[n][e] = -INFINITY;
+                }
+                mx[x] = fmaxf(mx[x], s[n][e]);
             }
         }
         float base[2];
@@ -360,7 +395,7 @@ __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
         for (int x = 0; x < 2; ++x) {
             mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
             mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
-            const float m_new = fmaxf(m_run[x], mx[x]);
+            const float m_new = fmaxf(m_run[x], mx[x] * scale_log2);
             base[x] = m_new == -INFINITY ? 0.0f : m_new;
             const float alpha = exp2f(m_run[x] - base[x]);
             m_run[x] = m_new;
@@ -375,24 +410,29 @@ __device__ void flash_attention(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const float p = exp2f(s[n][e] - base[e / 2]);
+                const float p = exp2f(fmaf(s[n][e], scale_log2, -base[e / 2]));
                 s[n][e] = p;
                 l_run[e / 2] += p;
             }
         }
+        // o += p v: p from the score fragments, v through transposing ldmatrix:
+        // matrices (keys lo, dims n), (keys hi, dims n), (keys lo, dims n + 1), (keys hi, dims n + 1).
 #pragma unroll
         for (int kc = 0; kc < BN / 16; ++kc) {
             const uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
                                    pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
                                    pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                const __nv_bfloat16 *vr = &vt[(n * 8 + g) * VS + kc * 16 + t4 * 2];
-                mma_bf16_16816(o[n], a, smem_u32(vr), smem_u32(vr + 8));
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t vf[4];
+                ldmatrix_x4_trans(vf, &vt[(kc * 16 + (lmat % 2) * 8 + lrow) * KS + (n + lmat / 2) * 8]);
+                mma_bf16_16816(o[n], a, vf[0], vf[1]);
+                mma_bf16_16816(o[n + 1], a, vf[2], vf[3]);
             }
         }
         __syncthreads();
     }
+    cp_async_wait<0>();
 
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
