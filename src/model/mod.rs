@@ -14,6 +14,7 @@ pub mod files;
 pub mod fused;
 #[cfg(feature = "cuda")]
 pub mod kernels;
+pub mod memo;
 pub mod preprocess;
 pub mod profile;
 pub mod prompt;

@@ -10,6 +10,7 @@ use super::Result;
 use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::VisionConfig;
 use super::fused::{self, ScoreMask};
+use super::memo::Memo;
 use super::profile::stage;
 
 /// RMSNorm epsilon of every vision norm (hard-coded in transformers).
@@ -101,6 +102,21 @@ impl PatchMerger {
     }
 }
 
+/// What the tower needs per set of image grids besides the pixels: the window order, the
+/// rotary tables and the attention segments. Made once per set of photo sizes.
+struct Prepared {
+    layout: WindowLayout,
+    /// Merged tokens in window order, and back to raster order (u32, on the device).
+    order: Tensor,
+    back: Tensor,
+    rope: (Tensor, Tensor),
+    windows: Segments,
+    full: Segments,
+}
+
+/// Sets of grids whose tables are kept (each a few MB on the device at most).
+const PREPARED_KEPT: usize = 8;
+
 /// The vision tower.
 pub struct VisionTower {
     patch_embed: Tensor,
@@ -108,6 +124,7 @@ pub struct VisionTower {
     merger: PatchMerger,
     cfg: VisionConfig,
     inv_freq: Vec<f32>,
+    prepared: Memo<Vec<(usize, usize)>, Prepared>,
 }
 
 impl VisionTower {
@@ -144,6 +161,25 @@ impl VisionTower {
             merger,
             cfg: cfg.clone(),
             inv_freq,
+            prepared: Memo::new(PREPARED_KEPT),
+        })
+    }
+
+    fn prepare(&self, grids: &[(usize, usize)], device: &Device) -> Result<Prepared> {
+        let layout = WindowLayout::new(&self.cfg, grids);
+        let order = Tensor::from_vec(
+            layout.window_index.clone(),
+            layout.window_index.len(),
+            device,
+        )?;
+        let back = Tensor::from_vec(layout.reverse_index(), layout.window_index.len(), device)?;
+        Ok(Prepared {
+            order,
+            back,
+            rope: self.rope_tables(&layout, device)?,
+            windows: Segments::new(&layout.window_bounds, device)?,
+            full: Segments::new(&layout.image_bounds, device)?,
+            layout,
         })
     }
 
@@ -153,38 +189,30 @@ impl VisionTower {
     pub fn forward(&self, pixel_values: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
         let device = pixel_values.device();
         let unit = self.cfg.spatial_merge_size * self.cfg.spatial_merge_size;
-        let (mut x, layout, rope, windows, full) =
-            stage("vision.prepare", device, || -> Result<_> {
-                let layout = WindowLayout::new(&self.cfg, grids);
-                let n = layout.rows();
-                let x = pixel_values.matmul(&self.patch_embed.t()?)?;
-                let order = Tensor::from_vec(
-                    layout.window_index.clone(),
-                    layout.window_index.len(),
-                    device,
-                )?;
-                let hidden = x.dim(1)?;
-                let x = x
-                    .reshape((n / unit, unit * hidden))?
-                    .index_select(&order, 0)?
-                    .reshape((n, hidden))?;
-                let rope = self.rope_tables(&layout, device)?;
-                let windows = Segments::new(&layout.window_bounds, device)?;
-                let full = Segments::new(&layout.image_bounds, device)?;
-                Ok((x, layout, rope, windows, full))
-            })?;
+        let (mut x, prep) = stage("vision.prepare", device, || -> Result<_> {
+            let prep = self
+                .prepared
+                .get_or_try(grids.to_vec(), |g| self.prepare(g, device))?;
+            let n = prep.layout.rows();
+            let x = pixel_values.matmul(&self.patch_embed.t()?)?;
+            let hidden = x.dim(1)?;
+            let x = x
+                .reshape((n / unit, unit * hidden))?
+                .index_select(&prep.order, 0)?
+                .reshape((n, hidden))?;
+            Ok((x, prep))
+        })?;
         for (i, block) in self.blocks.iter().enumerate() {
             let segments = if self.cfg.fullatt_block_indexes.contains(&i) {
-                &full
+                &prep.full
             } else {
-                &windows
+                &prep.windows
             };
-            x = block.forward(&x, &rope, segments)?;
+            x = block.forward(&x, &prep.rope, segments)?;
         }
         stage("vision.merger", device, || -> Result<Tensor> {
             let merged = self.merger.forward(&x)?;
-            let back = Tensor::from_vec(layout.reverse_index(), layout.window_index.len(), device)?;
-            Ok(merged.index_select(&back, 0)?)
+            Ok(merged.index_select(&prep.back, 0)?)
         })
     }
 
