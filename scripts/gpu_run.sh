@@ -4,7 +4,7 @@
 # network). The CUDA binary is built here with ../shared/tools/cuda-build.sh, stripped,
 # compressed to .gpu/lychee-rerank.xz and carried:
 #
-#   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda
+#   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda && git checkout Cargo.lock
 #   mkdir -p .gpu && strip -o .gpu/lychee-rerank target/cuda/release/lychee-rerank && xz -f .gpu/lychee-rerank
 #   (device) bash scripts/gpu_run.sh [steps...]      # steps: ops tiny bench7b memory parity7b oom (default: all)
 #
