@@ -24,6 +24,7 @@ pub mod resample;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
+pub mod visual_cache;
 
 use std::path::PathBuf;
 

@@ -191,6 +191,9 @@ pub struct PhotoInput {
     pub input_size: (usize, usize),
     /// Size of the photo as displayed, (width, height).
     pub original_size: (usize, usize),
+    /// A hash of everything the pixel values are made of (the resized pixels, their size,
+    /// mean and std): two inputs with the same key give the same visual tokens.
+    pub pixel_key: [u8; 32],
 }
 
 impl PhotoInput {
@@ -301,6 +304,14 @@ pub fn patchify(
         }
     }
     debug_assert_eq!(out.len(), grid_h * grid_w * row_len);
+    let mut key = blake3::Hasher::new();
+    key.update(&(width as u64).to_le_bytes());
+    key.update(&(height as u64).to_le_bytes());
+    key.update(&(frames as u64).to_le_bytes());
+    for v in mean.iter().chain(&std) {
+        key.update(&v.to_le_bytes());
+    }
+    key.update(&resized.data);
     PhotoInput {
         pixel_values: out,
         packed_bf16: None,
@@ -308,6 +319,7 @@ pub fn patchify(
         grid_w,
         input_size: (width, height),
         original_size,
+        pixel_key: *key.finalize().as_bytes(),
     }
 }
 

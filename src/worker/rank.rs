@@ -373,6 +373,8 @@ impl Judge<'_> {
             return vec![(photos[0].0, self.one(&photos[0], e, emit))];
         }
         if e.is_out_of_memory() {
+            // Visual tokens kept for later queries give their memory back first.
+            self.model.release_cached_memory();
             self.batch_limit = (photos.len() / 2).max(1);
             if !self.told_batch {
                 self.told_batch = true;
@@ -406,13 +408,29 @@ impl Judge<'_> {
     /// resolutions, halving its pixels each time.
     fn one(
         &mut self,
-        (index, input): &(usize, PhotoInput),
+        pair: &(usize, PhotoInput),
         e: ModelError,
         emit: &mut impl FnMut(RankEvent),
     ) -> Result<PhotoScore, String> {
         if !e.is_out_of_memory() {
             return Err(e.to_string());
         }
+        // Visual tokens kept for later queries give their memory back, and the photo is
+        // tried again as it is before its resolution is lowered.
+        if self.model.visual_cache_stats().1 > 0 {
+            self.model.release_cached_memory();
+            match judge_together(
+                self.model,
+                self.query,
+                std::slice::from_ref(pair),
+                self.time_stages,
+            ) {
+                Ok(mut s) => return Ok(s.remove(0)),
+                Err(e) if e.is_out_of_memory() => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let (index, input) = pair;
         let path = &self.paths[*index];
         let factor = self.model.config.vision.resize_factor();
         let lowest = self.cfg.min_pixels.max(LOWEST_TOKENS * factor * factor);
