@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
 use crate::cache::scores::{QueryIdentity, ScoreCache};
 use crate::library::decode_photo;
@@ -209,6 +209,12 @@ pub fn run_ranking(
                 .expect("spawning a decode thread");
         }
         drop(tx);
+        // Declared after the decode threads and dropped before the scope joins them, also
+        // when this closure unwinds.
+        let _stop = StopDecoders {
+            stop: &stop,
+            rx: &rx,
+        };
         let mut outcome = RankOutcome::Finished;
         let mut judge = Judge {
             model,
@@ -269,12 +275,28 @@ pub fn run_ranking(
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        // Unblock decoders waiting on a full channel.
-        for _ in rx.try_iter() {}
         outcome
     });
     Ok(outcome)
+}
+
+/// Stops the decode threads when a ranking ends, however it ends: raises `stop` and
+/// empties the channel until every decode thread has left (each finishes the photo in
+/// hand). Without it, a ranking that ended by a panic would leave the scope waiting on a
+/// decode thread blocked on a full channel, and the inference thread would hang.
+struct StopDecoders<'a, T> {
+    stop: &'a AtomicBool,
+    rx: &'a Receiver<T>,
+}
+
+impl<T> Drop for StopDecoders<'_, T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        while !matches!(
+            self.rx.recv_timeout(Duration::from_millis(50)),
+            Err(RecvTimeoutError::Disconnected)
+        ) {}
+    }
 }
 
 /// On a decode thread: the cached score of `path`, or its decoded input.

@@ -109,6 +109,11 @@ impl InferenceThread {
     /// Starts the thread. `notify` is called after every event (e.g. to repaint). Scores
     /// are cached in the database at `cache_path` (None: no cache).
     pub fn spawn(notify: impl Fn() + Send + 'static, cache_path: Option<PathBuf>) -> Self {
+        // The CPU compute pool (matrix products, resizing) gets names of its own; left to
+        // itself it would be named after the thread that first used it.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("compute-{i}"))
+            .build_global();
         let (command_tx, command_rx) = bounded(COMMAND_CAPACITY);
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let shutdown = Arc::new(AtomicBool::new(false));
