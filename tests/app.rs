@@ -128,7 +128,7 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     wait_for(&mut h, "the ranking", |a| {
         a.run.as_ref().is_some_and(|r| !r.active())
     });
-    let app_order = names(&h.state_mut().ranked().to_vec());
+    let app_order = names(h.state_mut().ranked());
 
     let out = Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
         .args(["rank", "--json", "--query", QUERY, "--model"])
@@ -159,7 +159,7 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
         h.state()
             .inspect
             .as_ref()
-            .map(|p| names(&[p.clone()])[0].clone()),
+            .map(|p| names(std::slice::from_ref(p))[0].clone()),
         Some(app_order[0].clone())
     );
     h.get_by_label("Score P(yes)");

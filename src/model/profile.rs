@@ -52,7 +52,7 @@ pub fn stage<T, E>(
 pub fn report() -> Vec<(&'static str, Duration, u64)> {
     let totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
     let mut rows: Vec<_> = totals.iter().map(|(k, (d, n))| (*k, *d, *n)).collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     rows
 }
 

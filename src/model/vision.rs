@@ -98,7 +98,7 @@ impl PatchMerger {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.ln_q.forward(x)?.reshape(((), self.merged_width))?;
-        Ok(self.fc2.forward(&self.fc1.forward(&x)?.gelu_erf()?)?)
+        self.fc2.forward(&self.fc1.forward(&x)?.gelu_erf()?)
     }
 }
 
