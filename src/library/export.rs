@@ -1,16 +1,22 @@
 //! Taking a ranking out of the app: as CSV or JSON, or as copies of the chosen photos in a
 //! folder. Photos are only ever read; an existing file in the target folder is never
-//! replaced (the copy gets a " (2)" suffix instead).
+//! replaced (the copy gets a " (2)" suffix instead). Both run on a thread of their own
+//! ([`start_export`], [`start_copy`]), never on the window's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::background::Task;
 
 /// One ranked photo, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExportRow {
     pub rank: usize,
+    /// Written as text; a name that is not valid Unicode gets U+FFFD in place of the
+    /// bytes it cannot show (as on the command line).
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub score: f64,
     pub logit_yes: f32,
@@ -38,32 +44,89 @@ pub fn to_csv(rows: &[ExportRow]) -> String {
     out
 }
 
-/// The ranking as a JSON array, best first, with the query it answers.
-pub fn to_json(query: &str, instruction: &str, rows: &[ExportRow]) -> String {
-    let value = serde_json::json!({
-        "query": query,
-        "instruction": instruction,
-        "photos": rows,
-    });
-    serde_json::to_string_pretty(&value).unwrap_or_default()
+fn lossy_path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
-/// Writes `text` to `path` through a temporary file, so that a failure leaves no half file.
-pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("part");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+/// The ranking as a JSON object, best first, with the query it answers.
+pub fn to_json(query: &str, instruction: &str, rows: &[ExportRow]) -> String {
+    #[derive(Serialize)]
+    struct Ranking<'a> {
+        query: &'a str,
+        instruction: &'a str,
+        photos: &'a [ExportRow],
     }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
+    let ranking = Ranking {
+        query,
+        instruction,
+        photos: rows,
+    };
+    // Strings, numbers and lossy paths only: serializing cannot fail.
+    serde_json::to_string_pretty(&ranking).unwrap_or_default()
+}
+
+/// Writes `text` to `path` through a temporary file of a name no one else uses, so that a
+/// failure leaves no half file and no other file of the folder is touched.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.as_deref().unwrap_or("export")))
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is removed when `tmp` is dropped.
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
+/// The format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+/// What an export did: the file and the number of photos, or why it failed.
+pub type ExportReport = Result<(PathBuf, usize), String>;
+
+/// Writes the ranking to `path` on a thread of its own.
+pub fn start_export(
+    path: PathBuf,
+    format: ExportFormat,
+    query: String,
+    instruction: String,
+    rows: Vec<ExportRow>,
+    notify: impl FnOnce() + Send + 'static,
+) -> std::io::Result<Task<ExportReport>> {
+    Task::start("export-ranking", notify, move || {
+        let text = match format {
+            ExportFormat::Csv => to_csv(&rows),
+            ExportFormat::Json => to_json(&query, &instruction, &rows),
+        };
+        write_text(&path, &text)
+            .map(|()| (path.clone(), rows.len()))
+            .map_err(|e| format!("Could not save {}: {e}", path.display()))
     })
+}
+
+/// Copies `photos` into `dir` on a thread of its own.
+pub fn start_copy(
+    photos: Vec<PathBuf>,
+    dir: PathBuf,
+    notify: impl FnOnce() + Send + 'static,
+) -> std::io::Result<Task<CopyReport>> {
+    Task::start("copy-photos", notify, move || copy_to_folder(&photos, &dir))
 }
 
 /// What a copy to a folder did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CopyReport {
+    /// The folder copied into.
+    pub dir: PathBuf,
     pub copied: Vec<PathBuf>,
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -91,7 +154,10 @@ fn free_name(dir: &Path, file_name: &std::ffi::OsStr) -> PathBuf {
 
 /// Copies `photos` into `dir` (which is created if missing), never replacing a file.
 pub fn copy_to_folder(photos: &[PathBuf], dir: &Path) -> CopyReport {
-    let mut report = CopyReport::default();
+    let mut report = CopyReport {
+        dir: dir.to_path_buf(),
+        ..CopyReport::default()
+    };
     if let Err(e) = std::fs::create_dir_all(dir) {
         report.failed = photos
             .iter()
@@ -144,6 +210,39 @@ mod tests {
         );
         assert!(lines[1].ends_with(",/a/b.jpg"));
         assert!(lines[2].ends_with(",\"/a/x, \"\"y\"\".jpg\""));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn json_takes_names_that_are_not_unicode() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"/photos/caf\xe9.jpg");
+        let mut r = row(1, "x");
+        r.path = PathBuf::from(name);
+        let json = to_json("q", "i", &[r]);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["photos"][0]["path"], "/photos/caf\u{fffd}.jpg");
+        assert_eq!(value["query"], "q");
+    }
+
+    #[test]
+    fn saving_leaves_other_files_of_the_folder_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("ranking.csv");
+        // a file of the user's with the name a naive temporary file would take
+        let theirs = dir.path().join("ranking.part");
+        std::fs::write(&theirs, b"the user's own notes").unwrap();
+        write_text(&target, "rank,score\n").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"rank,score\n");
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"the user's own notes");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        // an existing export is replaced as a whole
+        write_text(&target, "new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
     }
 
     #[test]
