@@ -3,18 +3,20 @@
 //!
 //! A score is keyed by the query (model identity and revision, instruction, query text,
 //! query image content, resolution) and the photo's content hash; the value is the whole
-//! model output. Photo hashes are memoized by path, size and modification time, so an
+//! model output, stored as JSON (the cache is a keyed store: it does not know the type it
+//! keeps, so that it sits below the ranking code that uses it). Photo hashes are memoized by path, size and modification time, so an
 //! unchanged photo is not read again. The database runs in WAL mode: a crash loses at most
 //! the score being written, and the file always opens. A database that is damaged or not
 //! ours is set aside (renamed, never deleted) and a fresh one started.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::worker::rank::PhotoScore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Schema version, in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -140,48 +142,63 @@ impl ScoreCache {
     /// The content hash of the photo at `path`, read from the file only when its size or
     /// modification time changed since last time.
     pub fn photo_hash(&self, path: &Path) -> Result<String, CacheError> {
-        let meta = std::fs::metadata(path)?;
-        let size = meta.len() as i64;
-        let mtime = meta
-            .modified()?
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let key = path.to_string_lossy();
-        let known: Option<String> = self
+        let stamp = FileStamp::of(path)?;
+        if let Some(hash) = self.known_hash(path, stamp)? {
+            return Ok(hash);
+        }
+        let hash = hash_file(path)?;
+        self.remember_hash(path, stamp, &hash)?;
+        Ok(hash)
+    }
+
+    /// The hash remembered for `path` when it still has size and time `stamp`.
+    pub fn known_hash(&self, path: &Path, stamp: FileStamp) -> Result<Option<String>, CacheError> {
+        Ok(self
             .conn
             .prepare_cached(
                 "SELECT hash FROM photos WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
             )?
-            .query_row(params![key, size, mtime], |r| r.get(0))
-            .optional()?;
-        if let Some(hash) = known {
-            return Ok(hash);
-        }
-        let hash = hash_file(path)?;
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO photos (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![key, size, mtime, hash])?;
-        Ok(hash)
+            .query_row(
+                params![path.to_string_lossy(), stamp.size, stamp.mtime_ns],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
-    /// The stored output for a photo under a query, if any.
-    pub fn get(&self, query_key: &str, photo_hash: &str) -> Result<Option<PhotoScore>, CacheError> {
+    /// Remembers the hash of `path` at size and time `stamp`.
+    pub fn remember_hash(
+        &self,
+        path: &Path,
+        stamp: FileStamp,
+        hash: &str,
+    ) -> Result<(), CacheError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO photos (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![path.to_string_lossy(), stamp.size, stamp.mtime_ns, hash])?;
+        Ok(())
+    }
+
+    /// The value stored for a photo under a query, if any. An entry that no longer parses
+    /// as `T` is treated as missing (it is recomputed).
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        query_key: &str,
+        photo_hash: &str,
+    ) -> Result<Option<T>, CacheError> {
         let text: Option<String> = self
             .conn
             .prepare_cached("SELECT output FROM scores WHERE query_key = ?1 AND photo_hash = ?2")?
             .query_row(params![query_key, photo_hash], |r| r.get(0))
             .optional()?;
-        // An entry that no longer parses is treated as missing (it is recomputed).
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
-    /// Stores a photo's output under a query.
-    pub fn put(
+    /// Stores a photo's value under a query.
+    pub fn put<T: Serialize>(
         &self,
         query_key: &str,
         photo_hash: &str,
-        score: &PhotoScore,
+        value: &T,
     ) -> Result<(), CacheError> {
         let now = std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -189,7 +206,7 @@ impl ScoreCache {
             .unwrap_or(0);
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO scores (query_key, photo_hash, output, created) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![query_key, photo_hash, serde_json::to_string(score)?, now])?;
+            .execute(params![query_key, photo_hash, serde_json::to_string(value)?, now])?;
         Ok(())
     }
 
@@ -205,6 +222,48 @@ impl ScoreCache {
     pub fn is_empty(&self) -> Result<bool, CacheError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// A file's size and modification time: when both are unchanged, so is its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: i64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` now.
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            size: meta.len() as i64,
+            mtime_ns: meta
+                .modified()?
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// The content hash of `path`, as [`ScoreCache::photo_hash`], but reading the file while
+/// the cache is unlocked, so that threads sharing the cache never wait for each other's
+/// files (a first ranking reads every photo once).
+pub fn content_hash(cache: &Mutex<ScoreCache>, path: &Path) -> Result<String, CacheError> {
+    let stamp = FileStamp::of(path)?;
+    let lock = || {
+        cache.lock().map_err(|_| {
+            CacheError::Io(std::io::Error::other(
+                "the score cache is unusable after a fault",
+            ))
+        })
+    };
+    if let Some(hash) = lock()?.known_hash(path, stamp)? {
+        return Ok(hash);
+    }
+    let hash = hash_file(path)?;
+    lock()?.remember_hash(path, stamp, &hash)?;
+    Ok(hash)
 }
 
 /// blake3 of a file's bytes, hex.
@@ -249,17 +308,16 @@ impl QueryIdentity<'_> {
 mod tests {
     use super::*;
 
-    fn score(s: f64) -> PhotoScore {
-        PhotoScore {
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Output {
+        score: f64,
+        tokens: usize,
+    }
+
+    fn score(s: f64) -> Output {
+        Output {
             score: s,
-            logit_yes: 1.0,
-            logit_no: 0.5,
-            visual_tokens: 12,
-            input_size: (56, 56),
-            original_size: (60, 60),
-            seconds: 0.01,
-            vision_seconds: None,
-            lowered_resolution: false,
+            tokens: 12,
         }
     }
 
@@ -274,7 +332,9 @@ mod tests {
         assert_eq!(h, cache.photo_hash(&photo).unwrap());
         cache.put("q1", &h, &score(0.7)).unwrap();
         assert_eq!(cache.get("q1", &h).unwrap(), Some(score(0.7)));
-        assert_eq!(cache.get("q2", &h).unwrap(), None);
+        assert_eq!(cache.get::<Output>("q2", &h).unwrap(), None);
+        // a value of another shape reads as missing
+        assert_eq!(cache.get::<String>("q1", &h).unwrap(), None);
         // new content, new hash
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&photo, b"other pixels").unwrap();
@@ -307,6 +367,41 @@ mod tests {
             .unwrap();
         let (_, warning) = ScoreCache::open(&other).unwrap();
         assert!(warning.is_some());
+    }
+
+    /// Reading a photo for its hash leaves the cache free for the other threads. The photo
+    /// here is a pipe whose bytes arrive only after another thread has used the cache:
+    /// with the file read under the lock, that thread would wait forever.
+    #[cfg(unix)]
+    #[test]
+    fn hashing_a_slow_file_does_not_hold_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = ScoreCache::open(&dir.path().join("s.sqlite3")).unwrap();
+        let cache = std::sync::Arc::new(Mutex::new(cache));
+        let pipe = dir.path().join("slow.jpg");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let hasher = {
+            let (cache, pipe) = (std::sync::Arc::clone(&cache), pipe.clone());
+            std::thread::spawn(move || content_hash(&cache, &pipe))
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let cache = std::sync::Arc::clone(&cache);
+            std::thread::spawn(move || {
+                let found = cache.lock().unwrap().get::<Output>("q", "h").unwrap();
+                let _ = tx.send(found);
+            });
+        }
+        let other = rx.recv_timeout(std::time::Duration::from_secs(10));
+        // let the hashing thread finish either way
+        std::fs::write(&pipe, b"pixels").unwrap();
+        assert_eq!(other, Ok(None), "the cache was held while a file was read");
+        let hash = hasher.join().unwrap().unwrap();
+        assert_eq!(hash, blake3::hash(b"pixels").to_hex().to_string());
     }
 
     #[test]
