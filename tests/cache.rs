@@ -13,8 +13,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use lychee_rerank::cache::scores::ScoreCache;
-use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
-use lychee_rerank::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
+use lychee_rerank::model::{ComputeDevice, Reranker};
+use lychee_rerank::worker::{PhotoScore, RankEvent, RankRequest, RankSettings, run_ranking};
 use serde_json::Value;
 
 const QUERY: &str = "a red umbrella on a sunny beach";
@@ -105,14 +105,7 @@ fn ten_thousand_cached_photos_come_back_fast() {
     // One real photo scored, its output copied to 10,000 distinct small files' hashes.
     let small = photos.path().join("00000.png");
     std::fs::copy(common::photo_dir().join("tiny_icon.png"), &small).unwrap();
-    let request = |paths: Vec<std::path::PathBuf>| RankRequest {
-        query_text: QUERY.into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos: paths,
-        min_pixels: None,
-        max_pixels: None,
-    };
+    let request = |paths: Vec<std::path::PathBuf>| RankRequest::new(QUERY, paths);
     let settings = RankSettings {
         max_batch: 1,
         time_stages: false,
@@ -138,7 +131,7 @@ fn ten_thousand_cached_photos_come_back_fast() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        (key, serde_json::from_str(&output).unwrap())
+        (key, serde_json::from_str::<PhotoScore>(&output).unwrap())
     };
     let mut paths = Vec::new();
     {
@@ -240,41 +233,26 @@ fn a_damaged_database_is_set_aside_and_the_run_goes_on() {
 
 /// What the inference thread reported for one ranking: (scored, of which from the cache).
 fn thread_rank(
-    worker: &mut lychee_rerank::worker::thread::InferenceThread,
-    job: u64,
+    worker: &mut lychee_rerank::worker::InferenceThread,
     photos: Vec<std::path::PathBuf>,
     use_cache: bool,
 ) -> (usize, usize) {
-    use lychee_rerank::worker::thread::{Command, Event};
+    use lychee_rerank::worker::RankReply;
     use std::time::Duration;
-    let request = RankRequest {
-        query_text: QUERY.into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos,
-        min_pixels: None,
-        max_pixels: None,
-    };
-    assert!(worker.send(Command::Rank {
-        job,
-        request,
-        cancel: std::sync::Arc::new(AtomicBool::new(false)),
-        use_cache,
-    }));
+    let handle = worker
+        .rank(RankRequest::new(QUERY, photos), use_cache)
+        .expect("the inference thread takes the ranking");
     let (mut scored, mut cached) = (0, 0);
     loop {
-        match worker.recv_timeout(Duration::from_secs(60)) {
-            Some(Event::Rank {
-                event: RankEvent::PhotoScored { cached: c, .. },
-                ..
-            }) => {
+        match handle.replies.recv_timeout(Duration::from_secs(60)) {
+            Ok(RankReply::Progress(RankEvent::PhotoScored { cached: c, .. })) => {
                 scored += 1;
                 cached += usize::from(c);
             }
-            Some(Event::RankFinished { .. }) => return (scored, cached),
-            Some(Event::RankFailed { reason, .. }) => panic!("{reason}"),
-            Some(_) => {}
-            None => panic!("the ranking did not finish"),
+            Ok(RankReply::Finished { .. }) => return (scored, cached),
+            Ok(RankReply::Failed { reason }) => panic!("{reason}"),
+            Ok(_) => {}
+            Err(_) => panic!("the ranking did not finish"),
         }
     }
 }
@@ -283,10 +261,10 @@ fn thread_rank(
 fn the_window_can_turn_the_cache_off() {
     use lychee_rerank::hub::ModelSource;
     use lychee_rerank::model::device::DevicePreference;
-    use lychee_rerank::worker::thread::{Command, Event, InferenceThread};
+    use lychee_rerank::worker::{Command, Event, InferenceThread};
     let cache_dir = tempfile::tempdir().unwrap();
     let db = cache_dir.path().join("scores.sqlite3");
-    let mut worker = InferenceThread::spawn(|| {}, Some(db.clone()));
+    let mut worker = InferenceThread::spawn(|| {}, Some(db.clone())).unwrap();
     assert!(worker.send(Command::LoadModel {
         source: ModelSource::Folder(common::model_dir()),
         device: DevicePreference::Cpu,
@@ -305,13 +283,13 @@ fn the_window_can_turn_the_cache_off() {
         common::photo_dir().join("portrait.png"),
     ];
     // off: nothing read, nothing written (the database is not even created)
-    assert_eq!(thread_rank(&mut worker, 1, photos.clone(), false), (2, 0));
+    assert_eq!(thread_rank(&mut worker, photos.clone(), false), (2, 0));
     assert!(!db.exists());
     // on: stored, then read back
-    assert_eq!(thread_rank(&mut worker, 2, photos.clone(), true), (2, 0));
+    assert_eq!(thread_rank(&mut worker, photos.clone(), true), (2, 0));
     assert!(db.exists());
-    assert_eq!(thread_rank(&mut worker, 3, photos.clone(), true), (2, 2));
+    assert_eq!(thread_rank(&mut worker, photos.clone(), true), (2, 2));
     // off again: computed afresh although the scores are there
-    assert_eq!(thread_rank(&mut worker, 4, photos, false), (2, 0));
+    assert_eq!(thread_rank(&mut worker, photos, false), (2, 0));
     assert!(worker.shut_down(std::time::Duration::from_secs(2)));
 }

@@ -6,14 +6,14 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lychee_rerank::hub::ModelSource;
-use lychee_rerank::model::DEFAULT_INSTRUCTION;
 use lychee_rerank::model::device::DevicePreference;
-use lychee_rerank::worker::rank::{RankEvent, RankOutcome, RankRequest};
-use lychee_rerank::worker::thread::{Command, Event, InferenceThread};
+use lychee_rerank::worker::{
+    Command, Event, InferenceThread, RankEvent, RankHandle, RankOutcome, RankReply, RankRequest,
+};
 
 fn photos(copies: usize) -> Vec<PathBuf> {
     let mut one: Vec<PathBuf> = std::fs::read_dir(common::photo_dir())
@@ -28,22 +28,10 @@ fn photos(copies: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn rank(worker: &mut InferenceThread, job: u64, photos: Vec<PathBuf>) -> Arc<AtomicBool> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    assert!(worker.send(Command::Rank {
-        job,
-        request: RankRequest {
-            query_text: "a snowy mountain".into(),
-            query_image: None,
-            instruction: DEFAULT_INSTRUCTION.into(),
-            photos,
-            min_pixels: None,
-            max_pixels: None,
-        },
-        cancel: Arc::clone(&cancel),
-        use_cache: false,
-    }));
-    cancel
+fn rank(worker: &mut InferenceThread, photos: Vec<PathBuf>) -> RankHandle {
+    worker
+        .rank(RankRequest::new("a snowy mountain", photos), false)
+        .expect("the inference thread takes the ranking")
 }
 
 fn load(worker: &mut InferenceThread) {
@@ -86,55 +74,53 @@ fn a_panic_is_reported_and_closing_mid_ranking_is_quick_and_clean() {
             }
         },
         None,
-    );
+    )
+    .unwrap();
     load(&mut worker);
-    rank(&mut worker, 1, photos(20));
+    let faulty = rank(&mut worker, photos(20));
     let reason = loop {
         match worker.recv_timeout(Duration::from_secs(60)) {
             Some(Event::Recovered { reason }) => break reason,
-            Some(Event::RankFinished { .. }) => panic!("the fault did not happen"),
             Some(_) => {}
             None => panic!("the thread hung after the fault"),
         }
     };
     assert!(reason.contains("a fault for the test"), "{reason}");
+    // the faulty ranking's channel ended without a last word
+    let last = faulty.replies.try_iter().last();
+    assert!(
+        !matches!(last, Some(RankReply::Finished { .. })),
+        "the fault did not happen: {last:?}"
+    );
     let n = photos(1).len();
-    rank(&mut worker, 2, photos(1));
+    let next = rank(&mut worker, photos(1));
     let mut scored = 0;
     loop {
-        match worker.recv_timeout(Duration::from_secs(60)) {
-            Some(Event::Rank {
-                job: 2,
-                event: RankEvent::PhotoScored { .. },
-            }) => scored += 1,
-            Some(Event::RankFinished {
-                job: 2, outcome, ..
-            }) => {
+        match next.replies.recv_timeout(Duration::from_secs(60)) {
+            Ok(RankReply::Progress(RankEvent::PhotoScored { .. })) => scored += 1,
+            Ok(RankReply::Finished { outcome, .. }) => {
                 assert_eq!(outcome, RankOutcome::Finished);
                 break;
             }
-            Some(Event::RankFailed { reason, .. }) => panic!("{reason}"),
-            Some(_) => {}
-            None => panic!("the ranking after the fault did not finish"),
+            Ok(RankReply::Failed { reason }) => panic!("{reason}"),
+            Ok(_) => {}
+            Err(_) => panic!("the ranking after the fault did not finish"),
         }
     }
     assert_eq!(scored, n, "every photo of the next ranking scored");
     assert!(worker.shut_down(Duration::from_secs(2)));
 
     // 2. Closing the window while a long ranking runs: the thread ends within 2 seconds.
-    let mut worker = InferenceThread::spawn(|| {}, None);
+    let mut worker = InferenceThread::spawn(|| {}, None).unwrap();
     load(&mut worker);
-    rank(&mut worker, 3, photos(500));
+    let long = rank(&mut worker, photos(500));
     let mut scored = 0;
     while scored < 10 {
-        match worker.recv_timeout(Duration::from_secs(60)) {
-            Some(Event::Rank {
-                event: RankEvent::PhotoScored { .. },
-                ..
-            }) => scored += 1,
-            Some(Event::RankFinished { .. }) => panic!("the ranking ended too soon"),
-            Some(_) => {}
-            None => panic!("no photo was scored"),
+        match long.replies.recv_timeout(Duration::from_secs(60)) {
+            Ok(RankReply::Progress(RankEvent::PhotoScored { .. })) => scored += 1,
+            Ok(RankReply::Finished { .. }) => panic!("the ranking ended too soon"),
+            Ok(_) => {}
+            Err(_) => panic!("no photo was scored"),
         }
     }
     #[cfg(target_os = "linux")]

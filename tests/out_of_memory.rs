@@ -11,20 +11,13 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use lychee_rerank::cache::scores::ScoreCache;
-use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
+use lychee_rerank::model::{ComputeDevice, Reranker};
 use lychee_rerank::worker::rank::{
     PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking,
 };
 
 fn request(photos: Vec<PathBuf>, max_pixels: Option<usize>) -> RankRequest {
-    RankRequest {
-        query_text: "a snowy mountain".into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos,
-        min_pixels: None,
-        max_pixels,
-    }
+    RankRequest::new("a snowy mountain", photos).with_pixels(None, max_pixels)
 }
 
 struct Ranked {

@@ -7,7 +7,7 @@ mod common;
 use std::io::Cursor;
 use std::sync::atomic::AtomicBool;
 
-use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
+use lychee_rerank::model::{ComputeDevice, Reranker};
 use lychee_rerank::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
 
 /// Resident set size in KiB (Linux).
@@ -45,14 +45,7 @@ fn five_thousand_photos_each_once_with_flat_memory() {
         photos.push(p);
     }
     let model = Reranker::load(&common::model_dir(), ComputeDevice::cpu()).unwrap();
-    let request = RankRequest {
-        query_text: "a red umbrella on a sunny beach".into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos,
-        min_pixels: None,
-        max_pixels: None,
-    };
+    let request = RankRequest::new("a red umbrella on a sunny beach", photos);
     let mut seen = vec![0u32; n];
     let mut failed = 0;
     let mut warm = None;

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
+use lychee_rerank::model::{ComputeDevice, Reranker};
 use lychee_rerank::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
 
 fn photos() -> Vec<PathBuf> {
@@ -20,14 +20,7 @@ fn photos() -> Vec<PathBuf> {
 }
 
 fn request(query: &str, max_pixels: Option<usize>) -> RankRequest {
-    RankRequest {
-        query_text: query.into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos: photos(),
-        min_pixels: None,
-        max_pixels,
-    }
+    RankRequest::new(query, photos()).with_pixels(None, max_pixels)
 }
 
 /// (logit_yes, logit_no) per photo, None where a photo failed.

@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
+use crate::model::Reranker;
 use crate::model::random::lychee_7b_config;
-use crate::model::{DEFAULT_INSTRUCTION, Reranker};
 use crate::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
 
 #[derive(Debug, Clone, Args)]
@@ -155,14 +155,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
     let tmp = tempfile_dir()?;
     let photos = write_photos(&tmp, args.photos, size)?;
-    let request = RankRequest {
-        query_text: "a red umbrella on a sunny beach".into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos,
-        min_pixels: None,
-        max_pixels: args.max_pixels,
-    };
+    let request = RankRequest::new("a red umbrella on a sunny beach", photos)
+        .with_pixels(None, args.max_pixels);
     let settings = RankSettings {
         max_batch: args.batch.unwrap_or_else(|| model.suggested_batch()),
         time_stages: args.stages,

@@ -6,16 +6,16 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 
 use super::{ModelArgs, RankArgs};
 use crate::cache::scores::ScoreCache;
-use crate::hub::{ModelSource, resolve_local};
+use crate::hub::ModelSource;
 use crate::library::scan_paths;
 use crate::model::Reranker;
-use crate::worker::rank::{
-    PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking,
+use crate::worker::{
+    PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, load_reranker, run_ranking,
 };
 
 /// Runs the command; the exit code is non-zero only when nothing could be ranked.
@@ -32,7 +32,6 @@ pub fn run(args: RankArgs) -> ExitCode {
 /// Loads the model named by `args`, saying where and on what device on stderr.
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<Reranker> {
     let source = ModelSource::parse(&args.model, None)?;
-    let dir = resolve_local(&source)?;
     let (device, note) = args.compute_device();
     if let Some(note) = note {
         eprintln!("note: {note}");
@@ -43,20 +42,17 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Reranker> {
         device.name,
         device.dtype_name()
     );
-    let start = Instant::now();
-    let model = Reranker::load(&dir, device)
-        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    if model.device.is_gpu() {
-        let warm = model.warm_up()?;
+    let loaded = load_reranker(&source, device)?;
+    if loaded.model.device.is_gpu() {
         eprintln!(
             "model ready in {:.1} s (GPU kernels loaded in {:.1} s)",
-            start.elapsed().as_secs_f64(),
-            warm.as_secs_f64()
+            loaded.load_seconds,
+            loaded.warm_up.as_secs_f64()
         );
     } else {
-        eprintln!("model ready in {:.1} s", start.elapsed().as_secs_f64());
+        eprintln!("model ready in {:.1} s", loaded.load_seconds);
     }
-    Ok(model)
+    Ok(loaded.model)
 }
 
 fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
@@ -81,14 +77,10 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         }
     );
     let model = load_model(&args.model)?;
-    let request = RankRequest {
-        query_text,
-        query_image: args.query_image.clone(),
-        instruction: args.instruction.clone(),
-        photos: scan.photos.clone(),
-        min_pixels: args.min_pixels,
-        max_pixels: args.max_pixels,
-    };
+    let request = RankRequest::new(query_text, scan.photos.clone())
+        .with_query_image(args.query_image.clone())
+        .with_instruction(args.instruction.clone())
+        .with_pixels(args.min_pixels, args.max_pixels);
     let total = request.photos.len();
     let mut results: Vec<Option<Result<(PhotoScore, bool), String>>> = vec![None; total];
     let mut progress = Progress::new(total);

@@ -441,3 +441,85 @@ impl Rate {
         (speed, left)
     }
 }
+
+/// How far a [`ModelDownload`] is.
+#[derive(Debug, Clone)]
+pub struct DownloadProgress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// The file being fetched.
+    pub file: String,
+    pub rate: Rate,
+}
+
+/// A model download on a thread of its own ("model-download"), polled by the window.
+pub struct ModelDownload {
+    pub id: String,
+    pub revision: String,
+    pub progress: DownloadProgress,
+    cancel: std::sync::Arc<AtomicBool>,
+    events: crossbeam_channel::Receiver<DownloadEvent>,
+    task: crate::background::Task<Result<PathBuf, String>>,
+}
+
+impl ModelDownload {
+    /// Starts fetching `id` at `revision`; `notify` runs after every step.
+    pub fn start(
+        config: HubConfig,
+        id: String,
+        revision: String,
+        notify: impl Fn() + Send + Clone + 'static,
+    ) -> std::io::Result<Self> {
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        // Unbounded: progress events are small and the window drains them every frame.
+        let (tx, events) = crossbeam_channel::unbounded();
+        let (job_id, job_rev, job_cancel) = (id.clone(), revision.clone(), cancel.clone());
+        let on_event = notify.clone();
+        let task = crate::background::Task::start("model-download", notify, move || {
+            download_model(&config, &job_id, &job_rev, &job_cancel, move |e| {
+                let _ = tx.send(e);
+                on_event();
+            })
+            .map_err(|e| e.to_string())
+        })?;
+        Ok(ModelDownload {
+            id,
+            revision,
+            progress: DownloadProgress {
+                done_bytes: 0,
+                total_bytes: 0,
+                file: String::new(),
+                rate: Rate::new(0),
+            },
+            cancel,
+            events,
+            task,
+        })
+    }
+
+    /// Takes in the progress so far; the model's folder (or why not) once it ended.
+    pub fn poll(&mut self) -> Option<Result<PathBuf, String>> {
+        for event in self.events.try_iter() {
+            match event {
+                DownloadEvent::Planned { total_bytes, .. } => {
+                    self.progress.total_bytes = total_bytes
+                }
+                DownloadEvent::FileStarted { name, .. } => self.progress.file = name,
+                DownloadEvent::Progress { done_bytes, .. } => self.progress.done_bytes = done_bytes,
+                DownloadEvent::FileDone { .. } => {}
+            }
+        }
+        self.task.try_take()
+    }
+
+    /// Asks the download to stop; it ends with an error saying it was cancelled, and what
+    /// was fetched stays for the next try.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// True once cancel was asked for.
+    pub fn cancelling(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}

@@ -1,4 +1,9 @@
 //! The inference side: rankings run here, away from the window's thread.
 
+pub mod load;
 pub mod rank;
 pub mod thread;
+
+pub use load::{LoadedModel, load_reranker};
+pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+pub use thread::{Command, Event, InferenceThread, ModelInfo, RankHandle, RankJob, RankReply};

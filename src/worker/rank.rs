@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
-use crate::cache::scores::{QueryIdentity, ScoreCache};
+use crate::cache::scores::{QueryIdentity, ScoreCache, content_hash};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
 use crate::model::{ModelError, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
@@ -24,6 +24,40 @@ pub struct RankRequest {
     /// Overrides of the model's pixel bounds (the resolution setting).
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
+}
+
+impl RankRequest {
+    /// `photos` against `query_text`, with the default instruction and the model's own
+    /// pixel bounds.
+    pub fn new(query_text: impl Into<String>, photos: Vec<PathBuf>) -> Self {
+        RankRequest {
+            query_text: query_text.into(),
+            query_image: None,
+            instruction: crate::model::DEFAULT_INSTRUCTION.to_owned(),
+            photos,
+            min_pixels: None,
+            max_pixels: None,
+        }
+    }
+
+    /// With an example image to search by.
+    pub fn with_query_image(mut self, image: Option<PathBuf>) -> Self {
+        self.query_image = image;
+        self
+    }
+
+    /// With another task instruction.
+    pub fn with_instruction(mut self, instruction: impl Into<String>) -> Self {
+        self.instruction = instruction.into();
+        self
+    }
+
+    /// With other pixel bounds (None keeps the model's).
+    pub fn with_pixels(mut self, min_pixels: Option<usize>, max_pixels: Option<usize>) -> Self {
+        self.min_pixels = min_pixels;
+        self.max_pixels = max_pixels;
+        self
+    }
 }
 
 /// The model's output for one photo.
@@ -90,6 +124,10 @@ pub enum RankOutcome {
 pub enum RankError {
     #[error("the query image {path} cannot be used: {reason}")]
     QueryImage { path: PathBuf, reason: String },
+    #[error(
+        "could not start the threads that read the photos ({0}); close other programs and try again"
+    )]
+    Threads(std::io::Error),
     #[error("{0}")]
     Model(#[from] crate::model::ModelError),
 }
@@ -182,12 +220,20 @@ pub fn run_ranking(
     let (tx, rx) = bounded::<(usize, Prepared)>(threads + max_batch);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let outcome = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
+        // Made before the first decode thread and dropped before the scope joins them,
+        // also when this closure returns early or unwinds.
+        let _stop = StopDecoders {
+            stop: &stop,
+            rx: &rx,
+        };
+        // Declared after the guard, so dropped before it: the guard waits until every
+        // sender is gone.
+        let tx = tx;
         for t in 0..threads {
             let tx = tx.clone();
             let (next, stop, cfg, key, cache_ok) = (&next, &stop, &cfg, &key, &cache_ok);
-            std::thread::Builder::new()
-                .name(format!("photo-decode-{t}"))
+            decoder_thread(t)
                 .spawn_scoped(scope, move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -206,15 +252,9 @@ pub fn run_ranking(
                         }
                     }
                 })
-                .expect("spawning a decode thread");
+                .map_err(RankError::Threads)?;
         }
         drop(tx);
-        // Declared after the decode threads and dropped before the scope joins them, also
-        // when this closure unwinds.
-        let _stop = StopDecoders {
-            stop: &stop,
-            rx: &rx,
-        };
         let mut outcome = RankOutcome::Finished;
         let mut judge = Judge {
             model,
@@ -275,9 +315,19 @@ pub fn run_ranking(
                 }
             }
         }
-        outcome
-    });
-    Ok(outcome)
+        Ok(outcome)
+    })
+}
+
+/// The builder of decode thread `t`. Tests make the spawn of one thread fail, as it does
+/// when the system is out of threads or memory.
+fn decoder_thread(t: usize) -> std::thread::Builder {
+    let builder = std::thread::Builder::new().name(format!("photo-decode-{t}"));
+    #[cfg(test)]
+    if tests::FAIL_DECODER.load(Ordering::SeqCst) == t + 1 {
+        return builder.stack_size(usize::MAX / 2);
+    }
+    builder
 }
 
 /// Stops the decode threads when a ranking ends, however it ends: raises `stop` and
@@ -307,7 +357,9 @@ fn prepare_photo(
     cache: Option<&Mutex<ScoreCache>>,
     key: &str,
 ) -> Prepared {
-    let hash = cache.and_then(|c| c.lock().ok()?.photo_hash(path).ok());
+    // The file is read for its hash outside the cache's lock: the other decode threads
+    // look up their photos meanwhile.
+    let hash = cache.and_then(|c| content_hash(c, path).ok());
     if let (Some(cache), Some(hash)) = (cache, &hash)
         && let Ok(c) = cache.lock()
         && let Ok(Some(score)) = c.get(key, hash)
@@ -553,4 +605,52 @@ fn judge_together(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ComputeDevice;
+
+    /// When set to t + 1, the spawn of decode thread t fails.
+    pub(super) static FAIL_DECODER: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn a_decode_thread_that_cannot_start_ends_the_ranking_with_a_reason() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let model = Reranker::load(&fixtures.join("tiny-model"), ComputeDevice::cpu()).unwrap();
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(fixtures.join("photos"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| crate::library::scan::is_photo_name(p))
+            .collect();
+        photos.sort();
+        // enough photos that the threads already started fill the queue and wait on it
+        let photos: Vec<PathBuf> = photos.iter().cycle().take(200).cloned().collect();
+        let request = RankRequest::new("a red umbrella", photos);
+        // the last thread fails, so that the ones before it are running
+        FAIL_DECODER.store(decode_threads(), Ordering::SeqCst);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let settings = RankSettings {
+                max_batch: 1,
+                time_stages: false,
+            };
+            let result = run_ranking(
+                &model,
+                &request,
+                settings,
+                None,
+                &AtomicBool::new(false),
+                |_| {},
+            );
+            let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the ranking returned instead of hanging");
+        FAIL_DECODER.store(0, Ordering::SeqCst);
+        let reason = result.unwrap_err();
+        assert!(reason.contains("could not start the threads"), "{reason}");
+    }
 }

@@ -1,6 +1,9 @@
 //! The inference thread: one named thread owns the model and its device. The window sends
 //! it commands and receives events over bounded channels; it never waits on the model.
-//! After every event the thread calls the notifier (the window's repaint request).
+//! A ranking carries its own reply channel ([`RankJob`]): its progress goes there, and
+//! dropping the receiver cancels it at once (the window's "Clear all", a closed window, a
+//! client that went away). After every event the thread calls the notifier (the window's
+//! repaint request).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,14 +13,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
+use super::load::load_reranker;
 use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 use crate::cache::scores::ScoreCache;
-use crate::hub::{ModelSource, resolve_local};
+use crate::hub::ModelSource;
 use crate::model::device::DevicePreference;
 use crate::model::{ComputeDevice, Reranker};
-
-/// Identifies a ranking; events of an older job than the current one are stale.
-pub type JobId = u64;
 
 /// What the window asks of the inference thread.
 #[derive(Debug)]
@@ -29,16 +30,65 @@ pub enum Command {
         /// What to call it (a Hub id rather than its cache folder).
         name: Option<String>,
     },
-    /// Rank; `cancel` stops the job between batches.
-    Rank {
-        job: JobId,
-        request: RankRequest,
-        cancel: Arc<AtomicBool>,
-        /// Read and store scores in the score cache.
-        use_cache: bool,
-    },
+    /// Rank, replying on the job's own channel.
+    Rank(RankJob),
     /// Finish the current step and exit.
     Shutdown,
+}
+
+/// A ranking and where its progress goes.
+#[derive(Debug)]
+pub struct RankJob {
+    pub request: RankRequest,
+    /// Read and store scores in the score cache.
+    pub use_cache: bool,
+    /// Raised by Cancel: the ranking stops after the current batch and says so.
+    pub cancel: Arc<AtomicBool>,
+    pub reply: Sender<RankReply>,
+}
+
+/// The asking side of a [`RankJob`]: dropping it cancels the ranking without a reply.
+#[derive(Debug)]
+pub struct RankHandle {
+    pub cancel: Arc<AtomicBool>,
+    pub replies: Receiver<RankReply>,
+}
+
+impl RankJob {
+    /// A job for `request` and the handle its replies arrive on.
+    pub fn new(request: RankRequest, use_cache: bool) -> (Self, RankHandle) {
+        let (reply, replies) = bounded(REPLY_CAPACITY);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = RankJob {
+            request,
+            use_cache,
+            cancel: Arc::clone(&cancel),
+            reply,
+        };
+        (job, RankHandle { cancel, replies })
+    }
+}
+
+impl RankHandle {
+    /// Asks the ranking to stop after the current batch; it then replies `Finished` with
+    /// `Cancelled`, and every score sent before stays valid.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What a ranking reports on its own channel, in order; `Finished` or `Failed` is last.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RankReply {
+    Progress(RankEvent),
+    Finished {
+        outcome: RankOutcome,
+        seconds: f64,
+    },
+    /// The ranking could not start or stopped on an error; scores already sent stay.
+    Failed {
+        reason: String,
+    },
 }
 
 /// A loaded model, described for the model panel.
@@ -56,7 +106,7 @@ pub struct ModelInfo {
     pub note: Option<String>,
 }
 
-/// What the inference thread reports.
+/// What the inference thread reports beside the rankings' own replies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     ModelLoading {
@@ -67,21 +117,8 @@ pub enum Event {
         name: String,
         reason: String,
     },
-    Rank {
-        job: JobId,
-        event: RankEvent,
-    },
-    RankFinished {
-        job: JobId,
-        outcome: RankOutcome,
-        seconds: f64,
-    },
-    /// The ranking could not start or stopped on an error; scores already sent stay.
-    RankFailed {
-        job: JobId,
-        reason: String,
-    },
-    /// The thread recovered from an internal fault and is ready for commands again.
+    /// The thread recovered from an internal fault and is ready for commands again (the
+    /// job it was on, if any, ended without a final reply).
     Recovered {
         reason: String,
     },
@@ -101,14 +138,18 @@ pub struct InferenceThread {
     handle: Option<JoinHandle<()>>,
 }
 
-/// Capacity of the event channel: enough for a burst of scores between two frames.
-const EVENT_CAPACITY: usize = 4096;
+/// Capacity of a ranking's reply channel: enough for a burst of scores between two frames.
+const REPLY_CAPACITY: usize = 4096;
+const EVENT_CAPACITY: usize = 256;
 const COMMAND_CAPACITY: usize = 16;
 
 impl InferenceThread {
     /// Starts the thread. `notify` is called after every event (e.g. to repaint). Scores
     /// are cached in the database at `cache_path` (None: no cache).
-    pub fn spawn(notify: impl Fn() + Send + 'static, cache_path: Option<PathBuf>) -> Self {
+    pub fn spawn(
+        notify: impl Fn() + Send + 'static,
+        cache_path: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         // The CPU compute pool (matrix products, resizing) gets names of its own; left to
         // itself it would be named after the thread that first used it.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -128,23 +169,42 @@ impl InferenceThread {
         };
         let handle = std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || worker.run())
-            .expect("spawning the inference thread");
-        InferenceThread {
+            .spawn(move || worker.run())?;
+        Ok(InferenceThread {
             commands: command_tx,
             events: event_rx,
             shutdown,
             last_job: None,
             handle: Some(handle),
+        })
+    }
+
+    /// A handle whose thread never started (spawning it failed): every command is refused.
+    pub fn stopped() -> Self {
+        let (commands, _) = bounded(1);
+        let (_, events) = bounded(1);
+        InferenceThread {
+            commands,
+            events,
+            shutdown: Arc::new(AtomicBool::new(true)),
+            last_job: None,
+            handle: None,
         }
     }
 
     /// Queues a command; false when the thread is gone or its queue is full.
     pub fn send(&mut self, command: Command) -> bool {
-        if let Command::Rank { cancel, .. } = &command {
-            self.last_job = Some(Arc::clone(cancel));
+        if let Command::Rank(job) = &command {
+            self.last_job = Some(Arc::clone(&job.cancel));
         }
         self.commands.try_send(command).is_ok()
+    }
+
+    /// Queues a ranking of `request`; its replies arrive on the returned handle. None when
+    /// the thread is gone or busy with a full queue.
+    pub fn rank(&mut self, request: RankRequest, use_cache: bool) -> Option<RankHandle> {
+        let (job, handle) = RankJob::new(request, use_cache);
+        self.send(Command::Rank(job)).then_some(handle)
     }
 
     /// Events received so far, without waiting.
@@ -232,12 +292,7 @@ impl Worker {
                 device,
                 name,
             } => self.load(source, device, name),
-            Command::Rank {
-                job,
-                request,
-                cancel,
-                use_cache,
-            } => self.rank(job, &request, &cancel, use_cache),
+            Command::Rank(job) => self.rank(job),
             Command::Shutdown => {}
         }
     }
@@ -246,125 +301,134 @@ impl Worker {
         let name = name.unwrap_or_else(|| source.display());
         self.model = None; // free the old model's memory first
         self.emit(Event::ModelLoading { name: name.clone() });
-        let start = Instant::now();
-        let result = resolve_local(&source)
-            .map_err(|e| e.to_string())
-            .and_then(|dir| {
-                let (device, note) = ComputeDevice::select(preference);
-                let model = Reranker::load(&dir, device).map_err(|e| e.to_string())?;
-                if model.device.is_gpu() {
-                    model.warm_up().map_err(|e| e.to_string())?;
-                }
-                Ok((dir, model, note))
-            });
-        match result {
-            Ok((folder, model, note)) => {
+        let (device, note) = ComputeDevice::select(preference);
+        match load_reranker(&source, device) {
+            Ok(loaded) => {
+                let model = loaded.model;
                 let info = ModelInfo {
                     name,
-                    folder,
+                    folder: loaded.folder,
                     device: model.device.name.clone(),
                     dtype: model.device.dtype_name().into(),
                     gpu_memory_used_mib: model
                         .device
                         .memory()
                         .map(|(free, total)| (total - free) >> 20),
-                    load_seconds: start.elapsed().as_secs_f64(),
+                    load_seconds: loaded.load_seconds,
                     max_pixels: model.preprocess.max_pixels,
                     note,
                 };
                 self.model = Some(model);
                 self.emit(Event::ModelReady(info));
             }
-            Err(reason) => self.emit(Event::ModelFailed { name, reason }),
+            Err(e) => self.emit(Event::ModelFailed {
+                name,
+                reason: format!("{e:#}"),
+            }),
         }
     }
 
-    fn rank(&mut self, job: JobId, request: &RankRequest, cancel: &AtomicBool, use_cache: bool) {
+    /// The score cache, opened on first use; a warning says why when it cannot be.
+    fn open_cache(&mut self) {
+        if self.cache.is_some() {
+            return;
+        }
+        let opened = self
+            .cache_path
+            .as_deref()
+            .and_then(|path| match ScoreCache::open(path) {
+                Ok((cache, warning)) => {
+                    if let Some(text) = warning {
+                        self.emit(Event::Warning { text });
+                    }
+                    Some(Mutex::new(cache))
+                }
+                Err(e) => {
+                    self.emit(Event::Warning {
+                        text: format!("{e}; rankings are not cached"),
+                    });
+                    None
+                }
+            });
+        self.cache = Some(opened);
+    }
+
+    fn rank(&mut self, job: RankJob) {
+        if job.use_cache && self.model.is_some() {
+            self.open_cache();
+        }
+        let reply = JobReply {
+            reply: &job.reply,
+            cancel: &job.cancel,
+            notify: &self.notify,
+            shutdown: &self.shutdown,
+        };
         let Some(model) = self.model.as_ref() else {
-            self.emit(Event::RankFailed {
-                job,
+            reply.send(RankReply::Failed {
                 reason: "no model is loaded".into(),
             });
             return;
         };
-        if use_cache && self.cache.is_none() {
-            let opened = self
-                .cache_path
-                .as_deref()
-                .and_then(|path| match ScoreCache::open(path) {
-                    Ok((cache, warning)) => {
-                        if let Some(text) = warning {
-                            send(
-                                &self.events,
-                                &self.notify,
-                                &self.shutdown,
-                                Event::Warning { text },
-                            );
-                        }
-                        Some(Mutex::new(cache))
-                    }
-                    Err(e) => {
-                        let text = format!("{e}; rankings are not cached");
-                        send(
-                            &self.events,
-                            &self.notify,
-                            &self.shutdown,
-                            Event::Warning { text },
-                        );
-                        None
-                    }
-                });
-            self.cache = Some(opened);
-        }
         let start = Instant::now();
         let settings = RankSettings::for_model(model);
         let cache = self
             .cache
             .as_ref()
             .and_then(Option::as_ref)
-            .filter(|_| use_cache);
-        let (events, notify, shutdown) = (&self.events, &self.notify, &self.shutdown);
-        let result = run_ranking(model, request, settings, cache, cancel, |event| {
-            send(events, notify, shutdown, Event::Rank { job, event });
+            .filter(|_| job.use_cache);
+        let result = run_ranking(model, &job.request, settings, cache, &job.cancel, |event| {
+            reply.send(RankReply::Progress(event));
         });
-        let event = match result {
-            Ok(outcome) => Event::RankFinished {
-                job,
-                outcome: if shutdown.load(Ordering::SeqCst) {
+        let last = match result {
+            Ok(outcome) => RankReply::Finished {
+                outcome: if self.shutdown.load(Ordering::SeqCst) {
                     RankOutcome::Cancelled
                 } else {
                     outcome
                 },
                 seconds: start.elapsed().as_secs_f64(),
             },
-            Err(e) => Event::RankFailed {
-                job,
+            Err(e) => RankReply::Failed {
                 reason: e.to_string(),
             },
         };
-        self.emit(event);
+        reply.send(last);
     }
 
     fn emit(&self, event: Event) {
-        send(&self.events, &self.notify, &self.shutdown, event);
+        send(&self.events, &self.shutdown, event);
+        (self.notify)();
     }
 }
 
-/// Sends an event, waiting while the window catches up, unless shutting down.
-fn send(
-    events: &Sender<Event>,
-    notify: &(dyn Fn() + Send),
-    shutdown: &AtomicBool,
-    mut event: Event,
-) {
+/// The inference thread's end of a job's reply channel.
+struct JobReply<'a> {
+    reply: &'a Sender<RankReply>,
+    cancel: &'a AtomicBool,
+    notify: &'a (dyn Fn() + Send),
+    shutdown: &'a AtomicBool,
+}
+
+impl JobReply<'_> {
+    /// Sends a reply; when no one listens any more, cancels the job.
+    fn send(&self, reply: RankReply) {
+        if !send(self.reply, self.shutdown, reply) {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        (self.notify)();
+    }
+}
+
+/// Sends on `channel`, waiting while the reader catches up, unless shutting down. False
+/// when the message was not delivered.
+fn send<T>(channel: &Sender<T>, shutdown: &AtomicBool, mut message: T) -> bool {
     loop {
-        match events.send_timeout(event, Duration::from_millis(100)) {
-            Ok(()) => break,
-            Err(SendTimeoutError::Timeout(e)) if !shutdown.load(Ordering::SeqCst) => event = e,
-            Err(_) => return,
+        match channel.send_timeout(message, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Timeout(m)) if !shutdown.load(Ordering::SeqCst) => message = m,
+            Err(_) => return false,
         }
     }
-    notify();
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
