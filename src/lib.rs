@@ -3,6 +3,7 @@
 
 #[cfg(feature = "gui")]
 pub mod app;
+pub mod background;
 pub mod cache;
 pub mod cli;
 pub mod hub;

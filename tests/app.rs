@@ -87,7 +87,7 @@ fn drop_folder(h: &mut Harness<'_, LycheeApp>, dir: &Path) {
         .push(Arc::new(Dropped(dir.to_path_buf())));
     h.step();
     wait_for(h, "the folder to be read", |a| {
-        !a.library.is_empty() && !a.library.scanning()
+        !a.session.library.is_empty() && !a.session.library.scanning()
     });
 }
 
@@ -116,17 +116,20 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     h.step();
     h.get_by_label("Drop photos or folders here");
     wait_for(&mut h, "the model", |a| {
-        matches!(a.model, ModelStatus::Ready(_))
+        matches!(a.session.model, ModelStatus::Ready(_))
     });
     assert!(h.state().cannot_rank_because().is_some());
 
     drop_folder(&mut h, &common::photo_dir());
-    assert_eq!(h.state().library.len(), common::reference().photos.len());
+    assert_eq!(
+        h.state().session.library.len(),
+        common::reference().photos.len()
+    );
     type_query(&mut h);
     h.get_by_label("Rerank").click();
     h.step();
     wait_for(&mut h, "the ranking", |a| {
-        a.run.as_ref().is_some_and(|r| !r.active())
+        a.session.run.as_ref().is_some_and(|r| !r.active())
     });
     let app_order = names(h.state_mut().ranked());
 
@@ -157,6 +160,7 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     h.run_steps(3);
     assert_eq!(
         h.state()
+            .session
             .inspect
             .as_ref()
             .map(|p| names(std::slice::from_ref(p))[0].clone()),
@@ -190,24 +194,24 @@ fn cancel_stops_and_keeps_the_scores() {
     }
     let mut h = harness(cache.path());
     wait_for(&mut h, "the model", |a| {
-        matches!(a.model, ModelStatus::Ready(_))
+        matches!(a.session.model, ModelStatus::Ready(_))
     });
     drop_folder(&mut h, photos.path());
-    let total = h.state().library.len();
+    let total = h.state().session.library.len();
     assert_eq!(total, 240);
     type_query(&mut h);
     h.get_by_label("Rerank").click();
     h.step();
     wait_for(&mut h, "a few scores", |a| {
-        a.run.as_ref().is_some_and(|r| r.done >= 3)
+        a.session.run.as_ref().is_some_and(|r| r.done >= 3)
     });
     h.get_by_label("Cancel").click();
     h.step();
     wait_for(&mut h, "the ranking to stop", |a| {
-        a.run.as_ref().is_some_and(|r| !r.active())
+        a.session.run.as_ref().is_some_and(|r| !r.active())
     });
     let app = h.state_mut();
-    let run = app.run.as_ref().unwrap();
+    let run = app.session.run.as_ref().unwrap();
     assert!(
         matches!(run.end, Some(lychee_rerank::app::RunEnd::Cancelled { .. })),
         "{:?}",
@@ -215,7 +219,7 @@ fn cancel_stops_and_keeps_the_scores() {
     );
     let done = run.done;
     assert!(done >= 3 && done < total, "{done} of {total}");
-    assert_eq!(app.outcomes.len(), done + run.failed);
+    assert_eq!(app.session.outcomes.len(), done + run.failed);
     // the scores stay and stay ranked
     assert_eq!(app.ranked().len(), done);
     h.get(by().label_contains("Stopped after"));
@@ -231,7 +235,7 @@ fn ten_thousand_photos_lay_out_only_the_visible_rows() {
     }
     let mut h = harness(cache.path());
     drop_folder(&mut h, photos.path());
-    assert_eq!(h.state().library.len(), 10_000);
+    assert_eq!(h.state().session.library.len(), 10_000);
     let frames = 30;
     let start = Instant::now();
     for _ in 0..frames {
@@ -271,15 +275,96 @@ fn a_fresh_start_downloads_the_model_then_it_is_ready() {
     let mut h = harness_with(cache.path(), "vec-ai/tiny-lychee".into(), Some(hub));
     h.step();
     // one sentence and one button: what, how big, from where, to where
-    assert!(matches!(h.state().model, ModelStatus::Missing { .. }));
+    assert!(matches!(
+        h.state().session.model,
+        ModelStatus::Missing { .. }
+    ));
     h.get(by().label_contains("will be downloaded once from"));
     h.get(by().label_contains("Download")).click();
     h.step();
     wait_for(&mut h, "the download and the model", |a| {
-        matches!(a.model, ModelStatus::Ready(_))
+        matches!(a.session.model, ModelStatus::Ready(_))
     });
-    match &h.state().model {
+    match &h.state().session.model {
         ModelStatus::Ready(info) => assert_eq!(info.name, "vec-ai/tiny-lychee"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn clear_all_stops_the_ranking_it_leaves_behind() {
+    let cache = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    for i in 0..60 {
+        for f in ["beach_landscape.jpg", "portrait.png", "large_photo.jpg"] {
+            std::fs::copy(
+                common::photo_dir().join(f),
+                photos.path().join(format!("{i:03}-{f}")),
+            )
+            .unwrap();
+        }
+    }
+    let mut h = harness(cache.path());
+    wait_for(&mut h, "the model", |a| {
+        matches!(a.session.model, ModelStatus::Ready(_))
+    });
+    drop_folder(&mut h, photos.path());
+    type_query(&mut h);
+    h.get_by_label("Rerank").click();
+    h.step();
+    wait_for(&mut h, "a few scores", |a| {
+        a.session.run.as_ref().is_some_and(|r| r.done >= 3)
+    });
+    let cancel = Arc::clone(&h.state().session.run.as_ref().unwrap().handle.cancel);
+    h.get_by_label("Clear all").click();
+    h.step();
+    assert!(
+        cancel.load(std::sync::atomic::Ordering::SeqCst),
+        "the cleared photos' ranking was told to stop"
+    );
+    assert!(h.state().session.run.is_none());
+    assert!(h.state().session.library.is_empty());
+    // the next ranking runs at once, not behind the cleared one
+    drop_folder(&mut h, &common::photo_dir());
+    h.get_by_label("Rerank").click();
+    h.step();
+    wait_for(&mut h, "the next ranking", |a| {
+        a.session.run.as_ref().is_some_and(|r| !r.active())
+    });
+    let run = h.state().session.run.as_ref().unwrap();
+    assert!(
+        matches!(run.end, Some(lychee_rerank::app::RunEnd::Finished { .. })),
+        "{:?}",
+        run.end
+    );
+    assert_eq!(run.photos.len(), common::reference().photos.len());
+}
+
+#[test]
+fn a_photo_without_a_preview_says_why() {
+    let cache = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::photo_dir().join("portrait.png"),
+        photos.path().join("portrait.png"),
+    )
+    .unwrap();
+    let broken = photos.path().join("broken.jpg");
+    std::fs::write(&broken, b"this is a note, not a photo").unwrap();
+    let reason = lychee_rerank::library::decode_photo(&broken)
+        .unwrap_err()
+        .to_string();
+    let mut h = harness_with(cache.path(), "no/model-here".into(), None);
+    drop_folder(&mut h, photos.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        h.step();
+        if h.query(by().label_contains("no preview: ")).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tile said it has no preview");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // the broken photo's tile names the reason
+    h.get(by().label_contains(&format!("broken.jpg · no preview: {reason}")));
 }

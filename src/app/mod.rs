@@ -3,22 +3,31 @@
 //! window never waits on the model: rankings run on the inference thread
 //! ([`crate::worker::thread`]) and arrive as events.
 
+mod actions;
+pub mod command;
 mod dialogs;
 mod lychee;
+mod model_panel;
 mod output;
-pub mod photos;
-mod platform;
 mod progress;
 mod results;
+pub mod run;
+mod runtime;
+pub mod session;
 mod sidebar;
 pub mod state;
+mod status;
 mod textures;
 mod upload;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use lychee::{AppOptions, LycheeApp, ModelStatus, Outcome, Run, RunEnd};
+pub use command::{DialogKind, PhotoAction, UiCommand};
+pub use lychee::{AppOptions, LycheeApp};
+pub use run::{Outcome, Run, RunEnd};
+pub use session::{ModelStatus, Session};
 
 /// The app's id (window class on Linux, settings folder name).
 pub const APP_ID: &str = "lychee-rerank";

@@ -1,12 +1,10 @@
 //! The ranking's progress: "Analyzing photo 3 of 12 · name.jpg", speed, time left, Cancel,
 //! and how the last ranking ended.
 
-use std::sync::atomic::Ordering;
+use super::command::UiCommand;
+use super::run::{Run, RunEnd};
 
-use super::lychee::{LycheeApp, RunEnd};
-
-pub fn progress_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
-    let Some(run) = &app.run else { return };
+pub fn progress_ui(ui: &mut egui::Ui, run: &Run, out: &mut Vec<UiCommand>) {
     let total = run.photos.len();
     let handled = run.done + run.failed;
     match &run.end {
@@ -28,7 +26,7 @@ pub fn progress_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
                 0.0
             };
             let rate = run.rate();
-            let stopping = run.cancel.load(Ordering::Relaxed);
+            let stopping = run.stopping();
             ui.horizontal(|ui| {
                 ui.add(
                     egui::ProgressBar::new(fraction)
@@ -40,7 +38,7 @@ pub fn progress_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
                     .add_enabled(!stopping, egui::Button::new(label))
                     .clicked()
                 {
-                    app.cancel_ranking();
+                    out.push(UiCommand::CancelRanking);
                 }
             });
             if rate > 0.0 && handled > 0 {

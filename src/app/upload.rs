@@ -2,12 +2,16 @@
 //! also work where dropping does not, such as Wayland). Shows what was found, what was
 //! skipped and why, and lets the user remove a source or start over.
 
-use super::dialogs::DialogKind;
-use super::lychee::{LycheeApp, Outcome};
+use std::path::PathBuf;
 
-/// Takes in files dropped on the window: an image dropped on the query image zone becomes
-/// the query image; everything else joins the library.
-pub fn handle_drops(app: &mut LycheeApp, ctx: &egui::Context) {
+use egui_extras::{Column, TableBuilder};
+
+use super::command::{DialogKind, UiCommand};
+use crate::library::Library;
+
+/// Files dropped on the window this frame, as a command: an image dropped on the query
+/// image zone becomes the query image; everything else joins the library.
+pub fn dropped_files(ctx: &egui::Context, query_zone: Option<egui::Rect>) -> Option<UiCommand> {
     let (dropped, pointer) = ctx.input(|i| {
         let paths: Vec<_> = i
             .raw
@@ -18,17 +22,16 @@ pub fn handle_drops(app: &mut LycheeApp, ctx: &egui::Context) {
         (paths, i.pointer.latest_pos())
     });
     if dropped.is_empty() {
-        return;
+        return None;
     }
-    let on_query_zone = match (app.query_drop_zone, pointer) {
+    let on_query_zone = match (query_zone, pointer) {
         (Some(zone), Some(p)) => zone.contains(p),
         _ => false,
     };
     if on_query_zone && dropped.len() == 1 && crate::library::scan::is_photo_name(&dropped[0]) {
-        app.query_image = dropped.into_iter().next();
-        return;
+        return Some(UiCommand::SetQueryImage(dropped.into_iter().next()));
     }
-    app.add_paths(dropped);
+    Some(UiCommand::AddPaths(dropped))
 }
 
 /// Dims the window while files are dragged over it.
@@ -52,15 +55,21 @@ pub fn drop_overlay_ui(ctx: &egui::Context) {
     );
 }
 
-/// The area at the top of the main panel.
-pub fn upload_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
-    if app.library.is_empty() && !app.library.scanning() {
-        empty_ui(app, ui);
+/// The area at the top of the main panel. `failures` are the photos the current ranking
+/// could not score, listed with those the scan skipped.
+pub fn upload_ui(
+    ui: &mut egui::Ui,
+    library: &Library,
+    failures: &[(PathBuf, String)],
+    out: &mut Vec<UiCommand>,
+) {
+    if library.is_empty() && !library.scanning() {
+        empty_ui(ui, out);
         return;
     }
     ui.horizontal_wrapped(|ui| {
-        let folders = app.library.folders;
-        let photos = app.library.len();
+        let folders = library.folders;
+        let photos = library.len();
         let mut summary = format!("{photos} photo{}", if photos == 1 { "" } else { "s" });
         if folders > 0 {
             summary.push_str(&format!(
@@ -69,75 +78,76 @@ pub fn upload_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
             ));
         }
         ui.strong(summary);
-        if app.library.scanning() {
+        if library.scanning() {
             ui.spinner();
             ui.weak("reading folders…");
         }
-        if app.library.ignored > 0 {
+        if library.ignored > 0 {
             ui.weak(format!(
                 "· {} other files (videos, sidecars) left out",
-                app.library.ignored
+                library.ignored
             ));
         }
         ui.separator();
         if ui.button("Add photos…").clicked() {
-            app.dialog(DialogKind::AddPhotos);
+            out.push(UiCommand::OpenDialog(DialogKind::AddPhotos));
         }
         if ui.button("Add folder…").clicked() {
-            app.dialog(DialogKind::AddFolder);
+            out.push(UiCommand::OpenDialog(DialogKind::AddFolder));
         }
         if ui
             .button("Clear all")
             .on_hover_text("Forget these photos (nothing on disk changes)")
             .clicked()
         {
-            app.library.clear();
-            app.thumbs.clear();
-            app.outcomes.clear();
-            app.selection.clear();
-            app.run = None;
-            app.view.invalidate();
+            out.push(UiCommand::ClearLibrary);
         }
     });
-    if app.library.len() == 1 {
+    if library.len() == 1 {
         ui.weak("Ranking needs several photos: add more to compare them.");
     }
     ui.horizontal_wrapped(|ui| {
-        egui::CollapsingHeader::new(format!("Sources ({})", app.library.sources.len()))
+        egui::CollapsingHeader::new(format!("Sources ({})", library.sources.len()))
             .id_salt("sources")
-            .show(ui, |ui| sources_ui(app, ui));
-        let failed: Vec<(std::path::PathBuf, String)> = app
-            .outcomes
-            .iter()
-            .filter_map(|(p, o)| match o {
-                Outcome::Failed(r) => Some((p.clone(), r.clone())),
-                _ => None,
-            })
-            .collect();
-        let skipped = app.library.skipped.len() + failed.len();
+            .show(ui, |ui| sources_ui(ui, library, out));
+        let skipped = library.skipped.len() + failures.len();
         if skipped > 0 {
             egui::CollapsingHeader::new(format!("Skipped ({skipped})"))
                 .id_salt("skipped")
                 .show(ui, |ui| {
-                    egui::ScrollArea::vertical()
-                        .max_height(160.0)
-                        .id_salt("skipped-list")
-                        .show(ui, |ui| {
-                            for (path, reason) in app.library.skipped.iter().chain(failed.iter()) {
-                                ui.horizontal(|ui| {
-                                    ui.label(path.display().to_string());
-                                    ui.weak(reason);
-                                });
-                            }
-                        });
+                    let rows: Vec<&(PathBuf, String)> =
+                        library.skipped.iter().chain(failures).collect();
+                    skipped_ui(ui, &rows);
                 });
         }
     });
 }
 
-fn sources_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
-    let mut remove = None;
-    for (i, source) in app.library.sources.iter().enumerate() {
+/// The skipped files, one row each: the file, then why. Only visible rows are laid out.
+fn skipped_ui(ui: &mut egui::Ui, rows: &[&(PathBuf, String)]) {
+    let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+    TableBuilder::new(ui)
+        .id_salt("skipped-list")
+        .striped(true)
+        .max_scroll_height(160.0)
+        .column(Column::auto().at_most(420.0).clip(true))
+        .column(Column::remainder())
+        .body(|body| {
+            body.rows(row_height, rows.len(), |mut row| {
+                let (path, reason) = rows[row.index()];
+                row.col(|ui| {
+                    ui.label(path.display().to_string())
+                        .on_hover_text(path.display().to_string());
+                });
+                row.col(|ui| {
+                    ui.weak(reason);
+                });
+            });
+        });
+}
+
+fn sources_ui(ui: &mut egui::Ui, library: &Library, out: &mut Vec<UiCommand>) {
+    for (i, source) in library.sources.iter().enumerate() {
         ui.horizontal(|ui| {
             let kind = if source.is_folder { "📁" } else { "🖼" };
             ui.label(format!("{kind} {}", source.path.display()));
@@ -147,17 +157,13 @@ fn sources_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
                 ui.weak(format!("{} photos", source.photos));
             }
             if ui.small_button("Remove").clicked() {
-                remove = Some(i);
+                out.push(UiCommand::RemoveSource(i));
             }
         });
     }
-    if let Some(i) = remove {
-        app.library.remove(i);
-        app.view.invalidate();
-    }
 }
 
-fn empty_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
+fn empty_ui(ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     let height = (ui.available_height() * 0.5).clamp(160.0, 320.0);
     egui::Frame::group(ui.style())
         .inner_margin(24.0)
@@ -175,10 +181,10 @@ fn empty_ui(app: &mut LycheeApp, ui: &mut egui::Ui) {
                     let w = 260.0;
                     ui.add_space(((ui.available_width() - w) / 2.0).max(0.0));
                     if ui.button("Add photos…").clicked() {
-                        app.dialog(DialogKind::AddPhotos);
+                        out.push(UiCommand::OpenDialog(DialogKind::AddPhotos));
                     }
                     if ui.button("Add folder…").clicked() {
-                        app.dialog(DialogKind::AddFolder);
+                        out.push(UiCommand::OpenDialog(DialogKind::AddFolder));
                     }
                 });
                 ui.add_space(6.0);

@@ -4,7 +4,9 @@
 pub mod decode;
 pub mod export;
 pub mod scan;
+pub mod sources;
 pub mod thumbnails;
 
 pub use decode::{DecodedPhoto, PhotoError, decode_photo};
 pub use scan::{ScanResult, scan_paths};
+pub use sources::{Library, Source};

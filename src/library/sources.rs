@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::library::{ScanResult, scan_paths};
+use super::{ScanResult, scan_paths};
 
 /// One added item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,7 @@ pub struct Source {
 }
 
 /// Everything added so far.
+#[derive(Debug)]
 pub struct Library {
     pub sources: Vec<Source>,
     /// Unique photos, in the order they were found.
