@@ -236,7 +236,7 @@ fn every_bad_file_gets_a_reason_and_the_run_goes_on() {
 
 #[test]
 fn a_photo_gone_between_scan_and_score_is_reported() {
-    use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
+    use lychee_rerank::model::{ComputeDevice, Reranker};
     use lychee_rerank::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
     let tmp = tempfile::tempdir().unwrap();
     let keep = tmp.path().join("keep.png");
@@ -247,14 +247,7 @@ fn a_photo_gone_between_scan_and_score_is_reported() {
     assert_eq!(scan.photos.len(), 2);
     std::fs::remove_file(&gone).unwrap();
     let model = Reranker::load(&common::model_dir(), ComputeDevice::cpu()).unwrap();
-    let request = RankRequest {
-        query_text: "x".into(),
-        query_image: None,
-        instruction: DEFAULT_INSTRUCTION.into(),
-        photos: scan.photos.clone(),
-        min_pixels: None,
-        max_pixels: None,
-    };
+    let request = RankRequest::new("x", scan.photos.clone());
     let mut events = Vec::new();
     run_ranking(
         &model,
@@ -335,28 +328,110 @@ fn the_photo_folder_is_unchanged_by_ranking_exporting_and_copying() {
     assert_eq!(snapshot(&photos), before, "the photos are untouched");
 }
 
+/// Runs `cmd` with IPv4 and IPv6 sockets forbidden: a seccomp filter (which needs no
+/// privileges, unlike a network namespace) ends the process the moment it asks for one.
+/// So a command that succeeds under it has not even tried to reach the network.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn without_network(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "x86_64")]
+    const SOCKET: u32 = 41; // __NR_socket
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+    #[cfg(target_arch = "aarch64")]
+    const SOCKET: u32 = 198;
+    const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    const KILL: u32 = 0x8000_0000; // SECCOMP_RET_KILL_PROCESS
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // struct seccomp_data: nr at 0, arch at 4, args[0] at 16
+    let program = [
+        op(LD_ABS, 0, 0, 4),
+        op(JEQ, 0, 5, ARCH),
+        op(LD_ABS, 0, 0, 0),
+        op(JEQ, 0, 3, SOCKET),
+        op(LD_ABS, 0, 0, 16),
+        op(JEQ, 2, 0, libc::AF_INET as u32),
+        op(JEQ, 1, 0, libc::AF_INET6 as u32),
+        op(RET, 0, 0, ALLOW),
+        op(RET, 0, 0, KILL),
+    ];
+    // SAFETY: between fork and exec only async-signal-safe calls are made (two prctl);
+    // the filter program outlives them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fprog = libc::sock_fprog {
+                len: program.len() as u16,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output()
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[test]
 fn ranking_needs_no_network() {
-    // In a network namespace with no interfaces (where unprivileged namespaces are
-    // allowed), a ranking from a local model folder still works.
+    use std::os::unix::process::ExitStatusExt;
     let tmp = tempfile::tempdir().unwrap();
-    let probe = Command::new("unshare").args(["-rn", "true"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: this machine does not allow network namespaces");
-        return;
-    }
-    let out = Command::new("unshare")
-        .args(["-rn"])
-        .arg(env!("CARGO_BIN_EXE_lychee-rerank"))
-        .env("LYCHEE_CACHE_DIR", tmp.path())
-        .args(["rank", "--json", "--query", "a photo", "--model"])
-        .arg(common::model_dir())
-        .arg(common::photo_dir())
-        .output()
-        .unwrap();
+    // The filter works: a download from a server on this machine is stopped at its first
+    // socket, and the server sees no one.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", server.local_addr().unwrap());
+    let out = without_network(
+        Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
+            .env("HF_ENDPOINT", &endpoint)
+            .env("HF_HUB_CACHE", tmp.path().join("hub"))
+            .env_remove("HF_HUB_OFFLINE")
+            .args(["download", "someone/some-model"]),
+    )
+    .expect("a seccomp filter can be installed without privileges");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSYS),
+        "the download was not stopped: {out:?}"
+    );
+    assert!(server.accept().is_err(), "no connection reached the server");
+
+    // A ranking from a local model folder never asks for a network socket.
+    let out = without_network(
+        Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
+            .env("LYCHEE_CACHE_DIR", tmp.path())
+            .args(["rank", "--json", "--query", "a photo", "--model"])
+            .arg(common::model_dir())
+            .arg(common::photo_dir()),
+    )
+    .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{:?}: {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    let scored = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"score\""))
+        .count();
+    assert_eq!(scored, common::reference().photos.len());
 }
