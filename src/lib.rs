@@ -6,6 +6,7 @@ pub mod app;
 pub mod background;
 pub mod cache;
 pub mod cli;
+pub mod embed;
 pub mod hub;
 pub mod library;
 pub mod model;

@@ -1,5 +1,6 @@
-//! Antialiased bicubic resizing of 8-bit RGB images, computed the way the reference
-//! resizes: torchvision's `resize(uint8 tensor, BICUBIC, antialias=True)`, which runs
+//! Antialiased bicubic (the reranker) and bilinear (the embedder) resizing of 8-bit RGB
+//! images, computed the way the references resize: torchvision's
+//! `resize(uint8 tensor, BICUBIC or BILINEAR, antialias=True)`, which runs
 //! PyTorch's separable uint8 kernel (aten/src/ATen/native/cpu/UpSampleKernel.cpp,
 //! `_compute_index_ranges_int16_weights`, and UpSampleKernelAVXAntialias.h). That kernel
 //! follows PIL's resampler: the Keys cubic with a = -0.5 stretched by the scale when
@@ -27,6 +28,44 @@ impl Rgb8 {
     }
 }
 
+/// The interpolation filter of a resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Keys cubic, a = -0.5 (PIL's BICUBIC, resample = 3).
+    Bicubic,
+    /// Triangle (PIL's BILINEAR, resample = 2).
+    Bilinear,
+}
+
+impl Filter {
+    /// Half the filter's width in input pixels at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bicubic => 2.0,
+            Filter::Bilinear => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Bicubic => cubic(x),
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
+            }
+        }
+    }
+
+    /// The filter a preprocessor_config.json `resample` value names (PIL's numbering).
+    pub fn from_pil(resample: u64) -> Option<Self> {
+        match resample {
+            2 => Some(Filter::Bilinear),
+            3 => Some(Filter::Bicubic),
+            _ => None,
+        }
+    }
+}
+
 /// The cubic convolution kernel with a = -0.5 (PIL's and PyTorch's antialias filter).
 fn cubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -51,10 +90,10 @@ struct Taps {
 }
 
 impl Taps {
-    fn new(input: usize, output: usize) -> Self {
+    fn new(input: usize, output: usize, filter: Filter) -> Self {
         let scale = input as f64 / output as f64;
-        // The filter's support is 2 input pixels, stretched by the scale when shrinking.
-        let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+        // The filter's support, stretched by the scale when shrinking.
+        let support = filter.support() * scale.max(1.0);
         let stride = support.ceil() as usize * 2 + 1;
         let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
         let mut first = Vec::with_capacity(output);
@@ -70,7 +109,7 @@ impl Taps {
             let row = &mut real[i * stride..i * stride + xsize];
             let mut total = 0.0f64;
             for (j, w) in row.iter_mut().enumerate() {
-                *w = cubic((j as f64 + xmin as f64 - center + 0.5) * invscale);
+                *w = filter.weight((j as f64 + xmin as f64 - center + 0.5) * invscale);
                 total += *w;
             }
             if total != 0.0 {
@@ -123,11 +162,17 @@ impl Taps {
     }
 }
 
-/// Resizes `src` to `width` x `height`; an unchanged axis is not resampled.
+/// Resizes `src` to `width` x `height` with the antialiased bicubic filter.
 pub fn resize_bicubic_aa(src: &Rgb8, width: usize, height: usize) -> Rgb8 {
+    resize_aa(src, width, height, Filter::Bicubic)
+}
+
+/// Resizes `src` to `width` x `height` with `filter`, antialiased; an unchanged axis is
+/// not resampled.
+pub fn resize_aa(src: &Rgb8, width: usize, height: usize, filter: Filter) -> Rgb8 {
     let mut current = std::borrow::Cow::Borrowed(src);
     if width != src.width {
-        let taps = Taps::new(src.width, width);
+        let taps = Taps::new(src.width, width, filter);
         let mut out = vec![0u8; width * src.height * 3];
         for y in 0..src.height {
             let row_in = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
@@ -145,7 +190,7 @@ pub fn resize_bicubic_aa(src: &Rgb8, width: usize, height: usize) -> Rgb8 {
         });
     }
     if height != current.height {
-        let taps = Taps::new(current.height, height);
+        let taps = Taps::new(current.height, height, filter);
         let stride = width * 3;
         let input = &current.data;
         let mut out = vec![0u8; stride * height];
@@ -170,8 +215,11 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
-        for (input, output) in [(1000, 100), (100, 1000), (37, 36), (36, 37), (5, 3)] {
-            let taps = Taps::new(input, output);
+        for (input, output, filter) in [(1000, 100), (100, 1000), (37, 36), (36, 37), (5, 3)]
+            .into_iter()
+            .flat_map(|(i, o)| [(i, o, Filter::Bicubic), (i, o, Filter::Bilinear)])
+        {
+            let taps = Taps::new(input, output, filter);
             for i in 0..output {
                 let sum: i32 = taps.weights[i * taps.stride..i * taps.stride + taps.len[i]]
                     .iter()
