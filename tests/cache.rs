@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use lychee_rerank::cache::db::HashMemo;
 use lychee_rerank::cache::scores::ScoreCache;
 use lychee_rerank::model::{ComputeDevice, Reranker};
 use lychee_rerank::worker::{PhotoScore, RankEvent, RankRequest, RankSettings, run_ranking};

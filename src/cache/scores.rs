@@ -9,19 +9,29 @@
 //! the score being written, and the file always opens. A database that is damaged or not
 //! ours is set aside (renamed, never deleted) and a fresh one started.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::db::{DatabaseKind, HashMemo, open_database};
+pub use super::db::{FileStamp, content_hash, hash_file};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Schema version, in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
-/// Marks the database as ours, in `PRAGMA application_id` ("LYCH").
-const APPLICATION_ID: i64 = 0x4c59_4348;
+/// The score cache's marks ("LYCH" in `PRAGMA application_id`) and its table.
+const KIND: DatabaseKind = DatabaseKind {
+    what: "score cache",
+    application_id: 0x4c59_4348,
+    version: 1,
+    schema: "CREATE TABLE IF NOT EXISTS scores (
+        query_key TEXT NOT NULL,
+        photo_hash TEXT NOT NULL,
+        output TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (query_key, photo_hash)
+    );",
+};
 
 /// File name of the database in the cache folder.
 pub const DATABASE_FILE: &str = "scores.sqlite3";
@@ -51,6 +61,12 @@ impl std::fmt::Debug for ScoreCache {
     }
 }
 
+impl HashMemo for ScoreCache {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl ScoreCache {
     /// The cache in the app's cache folder.
     pub fn default_path() -> PathBuf {
@@ -60,122 +76,19 @@ impl ScoreCache {
     /// Opens (or creates) the cache at `path`. The second value is a warning for the user
     /// when an unusable file was set aside.
     pub fn open(path: &Path) -> Result<(Self, Option<String>), CacheError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        match Self::open_checked(path) {
-            Ok(cache) => Ok((cache, None)),
-            Err(first) if path.exists() => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let aside = path.with_extension(format!("unusable-{stamp}"));
-                std::fs::rename(path, &aside)?;
-                for suffix in ["-wal", "-shm"] {
-                    let side = PathBuf::from(format!("{}{suffix}", path.display()));
-                    let _ = std::fs::rename(
-                        &side,
-                        PathBuf::from(format!("{}{suffix}", aside.display())),
-                    );
-                }
-                let cache = Self::open_checked(path)?;
-                let warning = format!(
-                    "The score cache {} could not be used ({first}); it was set aside as {} and a new one started",
-                    path.display(),
-                    aside.display()
-                );
-                Ok((cache, Some(warning)))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn open_checked(path: &Path) -> Result<Self, CacheError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Reading a page checks that the file is a database at all.
-        let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        if tables > 0 && (app_id != APPLICATION_ID || version != SCHEMA_VERSION) {
-            return Err(CacheError::Io(std::io::Error::other(format!(
-                "it is not a Lychee Rerank score cache of this version (application id {app_id:#x}, version {version})"
-            ))));
-        }
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Err(CacheError::Io(std::io::Error::other(format!(
-                "it is damaged ({check})"
-            ))));
-        }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(&format!(
-            "PRAGMA application_id = {APPLICATION_ID};
-             PRAGMA user_version = {SCHEMA_VERSION};
-             CREATE TABLE IF NOT EXISTS photos (
-                 path TEXT PRIMARY KEY,
-                 size INTEGER NOT NULL,
-                 mtime_ns INTEGER NOT NULL,
-                 hash TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS scores (
-                 query_key TEXT NOT NULL,
-                 photo_hash TEXT NOT NULL,
-                 output TEXT NOT NULL,
-                 created INTEGER NOT NULL,
-                 PRIMARY KEY (query_key, photo_hash)
-             );"
-        ))?;
-        Ok(ScoreCache {
-            conn,
-            path: path.to_path_buf(),
-        })
+        let (conn, warning) = open_database(path, KIND)?;
+        Ok((
+            ScoreCache {
+                conn,
+                path: path.to_path_buf(),
+            },
+            warning,
+        ))
     }
 
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The content hash of the photo at `path`, read from the file only when its size or
-    /// modification time changed since last time.
-    pub fn photo_hash(&self, path: &Path) -> Result<String, CacheError> {
-        let stamp = FileStamp::of(path)?;
-        if let Some(hash) = self.known_hash(path, stamp)? {
-            return Ok(hash);
-        }
-        let hash = hash_file(path)?;
-        self.remember_hash(path, stamp, &hash)?;
-        Ok(hash)
-    }
-
-    /// The hash remembered for `path` when it still has size and time `stamp`.
-    pub fn known_hash(&self, path: &Path, stamp: FileStamp) -> Result<Option<String>, CacheError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT hash FROM photos WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
-            )?
-            .query_row(
-                params![path.to_string_lossy(), stamp.size, stamp.mtime_ns],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Remembers the hash of `path` at size and time `stamp`.
-    pub fn remember_hash(
-        &self,
-        path: &Path,
-        stamp: FileStamp,
-        hash: &str,
-    ) -> Result<(), CacheError> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO photos (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![path.to_string_lossy(), stamp.size, stamp.mtime_ns, hash])?;
-        Ok(())
     }
 
     /// The value stored for a photo under a query, if any. An entry that no longer parses
@@ -224,63 +137,6 @@ impl ScoreCache {
     }
 }
 
-/// A file's size and modification time: when both are unchanged, so is its hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    pub size: i64,
-    pub mtime_ns: i64,
-}
-
-impl FileStamp {
-    /// The stamp of the file at `path` now.
-    pub fn of(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
-        Ok(FileStamp {
-            size: meta.len() as i64,
-            mtime_ns: meta
-                .modified()?
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
-        })
-    }
-}
-
-/// The content hash of `path`, as [`ScoreCache::photo_hash`], but reading the file while
-/// the cache is unlocked, so that threads sharing the cache never wait for each other's
-/// files (a first ranking reads every photo once).
-pub fn content_hash(cache: &Mutex<ScoreCache>, path: &Path) -> Result<String, CacheError> {
-    let stamp = FileStamp::of(path)?;
-    let lock = || {
-        cache.lock().map_err(|_| {
-            CacheError::Io(std::io::Error::other(
-                "the score cache is unusable after a fault",
-            ))
-        })
-    };
-    if let Some(hash) = lock()?.known_hash(path, stamp)? {
-        return Ok(hash);
-    }
-    let hash = hash_file(path)?;
-    lock()?.remember_hash(path, stamp, &hash)?;
-    Ok(hash)
-}
-
-/// blake3 of a file's bytes, hex.
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
 /// What makes two rankings give the same score for the same photo.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QueryIdentity<'a> {
@@ -307,6 +163,7 @@ impl QueryIdentity<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
     struct Output {

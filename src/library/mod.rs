@@ -1,6 +1,7 @@
 //! The user's photos: finding them in dropped files and folders, and decoding them.
 //! Everything here only reads the user's files.
 
+pub mod ahead;
 pub mod decode;
 pub mod export;
 pub mod scan;

@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
-
 use crate::cache::scores::{QueryIdentity, ScoreCache, content_hash};
+use crate::library::ahead::{next_batch, run_ahead};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
 use crate::model::{ModelError, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
@@ -161,14 +160,6 @@ pub fn load_photo(
     preprocess(&photo.image, &model.config.vision, cfg).map_err(|e| e.to_string())
 }
 
-/// Number of CPU threads decoding photos ahead of the model.
-fn decode_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8)
-}
-
 /// A photo on its way from the decode threads to the model.
 enum Prepared {
     /// Its score was in the cache.
@@ -215,47 +206,17 @@ pub fn run_ranking(
     // A cache that fails mid-run is dropped for the rest of it, never the ranking.
     let cache_ok = AtomicBool::new(cache.is_some());
 
-    let threads = decode_threads();
     let max_batch = settings.max_batch.max(1);
-    let (tx, rx) = bounded::<(usize, Prepared)>(threads + max_batch);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        // Made before the first decode thread and dropped before the scope joins them,
-        // also when this closure returns early or unwinds.
-        let _stop = StopDecoders {
-            stop: &stop,
-            rx: &rx,
-        };
-        // Declared after the guard, so dropped before it: the guard waits until every
-        // sender is gone.
-        let tx = tx;
-        for t in 0..threads {
-            let tx = tx.clone();
-            let (next, stop, cfg, key, cache_ok) = (&next, &stop, &cfg, &key, &cache_ok);
-            decoder_thread(t)
-                .spawn_scoped(scope, move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = request.photos.get(i) else {
-                            break;
-                        };
-                        let item = prepare_photo(
-                            path,
-                            model,
-                            cfg,
-                            cache.filter(|_| cache_ok.load(Ordering::Relaxed)),
-                            key,
-                        );
-                        if tx.send((i, item)).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(RankError::Threads)?;
-        }
-        drop(tx);
-        let mut outcome = RankOutcome::Finished;
+    let prepare = |_: usize, path: &PathBuf| {
+        prepare_photo(
+            path,
+            model,
+            &cfg,
+            cache.filter(|_| cache_ok.load(Ordering::Relaxed)),
+            &key,
+        )
+    };
+    let judge_all = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
         let mut judge = Judge {
             model,
             query: &query,
@@ -266,10 +227,9 @@ pub fn run_ranking(
             told_batch: false,
             told_resolution: false,
         };
-        while let Some(batch) = next_batch(&rx, judge.batch_limit) {
+        while let Some(batch) = next_batch(rx, judge.batch_limit) {
             if cancel.load(Ordering::Relaxed) {
-                outcome = RankOutcome::Cancelled;
-                break;
+                return RankOutcome::Cancelled;
             }
             let mut ready = Vec::with_capacity(batch.len());
             let mut hashes = std::collections::HashMap::new();
@@ -315,38 +275,16 @@ pub fn run_ranking(
                 }
             }
         }
-        Ok(outcome)
-    })
-}
-
-/// The builder of decode thread `t`. Tests make the spawn of one thread fail, as it does
-/// when the system is out of threads or memory.
-fn decoder_thread(t: usize) -> std::thread::Builder {
-    let builder = std::thread::Builder::new().name(format!("photo-decode-{t}"));
-    #[cfg(test)]
-    if tests::FAIL_DECODER.load(Ordering::SeqCst) == t + 1 {
-        return builder.stack_size(usize::MAX / 2);
-    }
-    builder
-}
-
-/// Stops the decode threads when a ranking ends, however it ends: raises `stop` and
-/// empties the channel until every decode thread has left (each finishes the photo in
-/// hand). Without it, a ranking that ended by a panic would leave the scope waiting on a
-/// decode thread blocked on a full channel, and the inference thread would hang.
-struct StopDecoders<'a, T> {
-    stop: &'a AtomicBool,
-    rx: &'a Receiver<T>,
-}
-
-impl<T> Drop for StopDecoders<'_, T> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        while !matches!(
-            self.rx.recv_timeout(Duration::from_millis(50)),
-            Err(RecvTimeoutError::Disconnected)
-        ) {}
-    }
+        RankOutcome::Finished
+    };
+    run_ahead(
+        "photo-decode",
+        &request.photos,
+        max_batch,
+        prepare,
+        judge_all,
+    )
+    .map_err(RankError::Threads)
 }
 
 /// On a decode thread: the cached score of `path`, or its decoded input.
@@ -367,19 +305,6 @@ fn prepare_photo(
         return Prepared::Cached(score);
     }
     Prepared::Decoded(hash, load_photo(path, model, cfg))
-}
-
-/// The next photos to judge: waits for one, then takes what is already decoded.
-fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = rx.recv().ok()?;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(item) => batch.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
 }
 
 fn prepare(
@@ -605,52 +530,4 @@ fn judge_together(
             }
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ComputeDevice;
-
-    /// When set to t + 1, the spawn of decode thread t fails.
-    pub(super) static FAIL_DECODER: AtomicUsize = AtomicUsize::new(0);
-
-    #[test]
-    fn a_decode_thread_that_cannot_start_ends_the_ranking_with_a_reason() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let model = Reranker::load(&fixtures.join("tiny-model"), ComputeDevice::cpu()).unwrap();
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(fixtures.join("photos"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| crate::library::scan::is_photo_name(p))
-            .collect();
-        photos.sort();
-        // enough photos that the threads already started fill the queue and wait on it
-        let photos: Vec<PathBuf> = photos.iter().cycle().take(200).cloned().collect();
-        let request = RankRequest::new("a red umbrella", photos);
-        // the last thread fails, so that the ones before it are running
-        FAIL_DECODER.store(decode_threads(), Ordering::SeqCst);
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let settings = RankSettings {
-                max_batch: 1,
-                time_stages: false,
-            };
-            let result = run_ranking(
-                &model,
-                &request,
-                settings,
-                None,
-                &AtomicBool::new(false),
-                |_| {},
-            );
-            let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
-        });
-        let result = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the ranking returned instead of hanging");
-        FAIL_DECODER.store(0, Ordering::SeqCst);
-        let reason = result.unwrap_err();
-        assert!(reason.contains("could not start the threads"), "{reason}");
-    }
 }
