@@ -15,6 +15,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Rank(args)) => cli::rank::run(args),
+        Some(Command::Index(args)) => cli::index::run_index(args),
+        Some(Command::Search(args)) => cli::index::run_search(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
         Some(Command::Download(args)) => cli::download::run(args),
         #[cfg(feature = "gui")]

@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod download;
+pub mod index;
 pub mod ops;
+pub mod progress;
 pub mod rank;
 
 use std::path::PathBuf;
@@ -34,6 +36,10 @@ pub struct Cli {
 pub enum Command {
     /// Rank photos and folders against a query; results on stdout, progress on stderr.
     Rank(RankArgs),
+    /// Build or update the index of photos and folders (the first stage).
+    Index(IndexArgs),
+    /// Rank photos by the first stage alone (the index), indexing what is not indexed yet.
+    Search(SearchArgs),
     /// Measure ranking speed and memory on synthetic photos.
     Bench(bench::BenchArgs),
     /// Download a model from the Hugging Face Hub into the local cache.
@@ -73,6 +79,56 @@ impl ModelArgs {
     }
 }
 
+/// Options of the first-stage embedder.
+#[derive(Debug, Clone, Args)]
+pub struct EmbedderArgs {
+    /// The embedder: a SigLIP / SigLIP 2 folder, or a Hugging Face id (owner/name[@revision]).
+    #[arg(long, value_name = "DIR_OR_HUB_ID", default_value = crate::embed::DEFAULT_EMBEDDER_ID)]
+    pub embedder: String,
+    /// Neither read nor store vectors in the index file (everything is embedded afresh).
+    #[arg(long)]
+    pub no_index: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// Print one JSON summary at the end instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Photos and folders (folders are walked recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// What the photos should show (any language).
+    #[arg(long, value_name = "TEXT")]
+    pub query: Option<String>,
+    /// An example image to search by, alone or with --query.
+    #[arg(long, value_name = "FILE")]
+    pub query_image: Option<PathBuf>,
+    /// Print only the best K photos.
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Photos and folders (folders are walked recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RankArgs {
     #[command(flatten)]
@@ -101,6 +157,11 @@ pub struct RankArgs {
     /// Neither read nor store scores in the score cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Two stages: the index finds the best K photos, the model judges only those.
+    #[arg(long, value_name = "K")]
+    pub shortlist: Option<usize>,
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
     /// Photos and folders (folders are walked recursively).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

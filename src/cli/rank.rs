@@ -1,18 +1,18 @@
 //! `lychee-rerank rank`: the headless ranking, through the same code as the window.
 
-use std::io::{IsTerminal, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use anyhow::bail;
 use serde_json::json;
 
+use super::progress::Progress;
 use super::{ModelArgs, RankArgs};
 use crate::cache::scores::ScoreCache;
 use crate::hub::ModelSource;
-use crate::library::scan_paths;
 use crate::model::Reranker;
 use crate::worker::{
     PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, load_reranker, run_ranking,
@@ -60,30 +60,50 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     if query_text.trim().is_empty() && args.query_image.is_none() {
         bail!("give a --query, a --query-image, or both");
     }
-    let scan = scan_paths(&args.paths);
-    for (path, reason) in &scan.problems {
-        eprintln!("skipped {}: {reason}", path.display());
-    }
-    if scan.photos.is_empty() {
-        bail!("no photos found in {}", join_paths(&args.paths));
-    }
-    eprintln!(
-        "{} photos{}",
-        scan.photos.len(),
-        if scan.ignored > 0 {
-            format!(" ({} other files left out)", scan.ignored)
-        } else {
-            String::new()
+    let scan = super::index::scan(&args.paths)?;
+    // Two stages: the first ranks every photo by similarity, the model judges the best K.
+    let mut first_stage: HashMap<PathBuf, (f32, usize)> = HashMap::new();
+    let mut not_indexed: Vec<(PathBuf, String)> = Vec::new();
+    let photos = match args.shortlist {
+        None => scan.photos.clone(),
+        Some(k) => {
+            let embedder = super::index::load(&args.embedder, args.model.cpu)?;
+            let (catalog, _, failed) =
+                super::index::index_photos(&embedder, &scan.photos, !args.embedder.no_index)?;
+            let query = super::index::query_vector(
+                &embedder,
+                Some(&query_text),
+                args.query_image.as_deref(),
+            )?;
+            not_indexed = failed
+                .into_iter()
+                .map(|(i, reason)| (scan.photos[i].clone(), reason))
+                .collect();
+            let hits = catalog.top_k(&query, k);
+            eprintln!(
+                "the first stage picked {} of {} photos for the model to judge",
+                hits.len(),
+                catalog.indexed()
+            );
+            hits.iter()
+                .enumerate()
+                .map(|(rank, hit)| {
+                    let path = catalog.photos[hit.photo].clone();
+                    first_stage.insert(path.clone(), (hit.similarity, rank + 1));
+                    path
+                })
+                .collect()
+            // the embedder's memory is freed here, before the judge loads
         }
-    );
+    };
     let model = load_model(&args.model)?;
-    let request = RankRequest::new(query_text, scan.photos.clone())
+    let request = RankRequest::new(query_text, photos)
         .with_query_image(args.query_image.clone())
         .with_instruction(args.instruction.clone())
         .with_pixels(args.min_pixels, args.max_pixels);
     let total = request.photos.len();
     let mut results: Vec<Option<Result<(PhotoScore, bool), String>>> = vec![None; total];
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, "ranked");
     let settings = RankSettings::for_model(&model);
     let cache = if args.no_cache {
         None
@@ -128,7 +148,8 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     debug_assert_eq!(outcome, RankOutcome::Finished);
 
     let mut scored: Vec<(&PathBuf, &PhotoScore, bool)> = Vec::new();
-    let mut failed: Vec<(&PathBuf, &str)> = Vec::new();
+    let mut failed: Vec<(&PathBuf, &str)> =
+        not_indexed.iter().map(|(p, r)| (p, r.as_str())).collect();
     for (path, result) in request.photos.iter().zip(&results) {
         match result {
             Some(Ok((score, cached))) => scored.push((path, score, *cached)),
@@ -141,7 +162,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if args.json {
         for (rank, (path, s, cached)) in scored.iter().take(shown).enumerate() {
-            let line = json!({
+            let mut line = json!({
                 "cached": cached,
                 "path": path.to_string_lossy(),
                 "rank": rank + 1,
@@ -154,6 +175,10 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
                 "seconds": s.seconds,
                 "lowered_resolution": s.lowered_resolution,
             });
+            if let Some((similarity, first_rank)) = first_stage.get(*path) {
+                line["similarity"] = json!(similarity);
+                line["first_stage_rank"] = json!(first_rank);
+            }
             writeln!(out, "{line}")?;
         }
         for (path, reason) in &failed {
@@ -177,67 +202,4 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         bail!("none of the {total} photos could be scored");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Progress on stderr: one updating line on a terminal, a line per photo otherwise.
-struct Progress {
-    total: usize,
-    done: usize,
-    start: Instant,
-    terminal: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        Progress {
-            total,
-            done: 0,
-            start: Instant::now(),
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn step(&mut self, path: &std::path::Path) {
-        self.done += 1;
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = self.done as f64 / secs.max(1e-9);
-        let left = (self.total - self.done) as f64 / rate.max(1e-9);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let line = format!(
-            "photo {} of {} · {rate:.1} photos/s · {left:.0} s left · {name}",
-            self.done, self.total
-        );
-        if self.terminal {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            eprintln!("{line}");
-        }
-    }
-
-    /// A line of its own, above the progress line.
-    fn note(&self, text: &str) {
-        if self.terminal {
-            eprint!("\r\x1b[2K");
-        }
-        eprintln!("note: {text}");
-    }
-
-    fn finish(&self) {
-        if self.terminal {
-            eprintln!();
-        }
-        let secs = self.start.elapsed().as_secs_f64();
-        eprintln!("ranked {} photos in {secs:.1} s", self.done);
-    }
 }

@@ -38,3 +38,27 @@ pub fn load_reranker(source: &ModelSource, device: ComputeDevice) -> anyhow::Res
         warm_up,
     })
 }
+
+/// An embedder ready to embed, and how long it took.
+pub struct LoadedEmbedder {
+    pub embedder: crate::embed::Embedder,
+    pub folder: PathBuf,
+    pub load_seconds: f64,
+}
+
+/// Loads the first-stage embedder `source` onto `device`; the error says what to do.
+pub fn load_embedder(
+    source: &ModelSource,
+    device: ComputeDevice,
+) -> anyhow::Result<LoadedEmbedder> {
+    use anyhow::Context;
+    let start = Instant::now();
+    let folder = resolve_local(source)?;
+    let embedder = crate::embed::Embedder::load(&folder, device)
+        .with_context(|| format!("cannot load the embedder in {}", folder.display()))?;
+    Ok(LoadedEmbedder {
+        embedder,
+        folder,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
+}

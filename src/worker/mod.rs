@@ -4,6 +4,6 @@ pub mod load;
 pub mod rank;
 pub mod thread;
 
-pub use load::{LoadedModel, load_reranker};
+pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 pub use thread::{Command, Event, InferenceThread, ModelInfo, RankHandle, RankJob, RankReply};
