@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod embed;
 pub mod hub;
+pub mod index;
 pub mod library;
 pub mod model;
 pub mod worker;

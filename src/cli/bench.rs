@@ -68,7 +68,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+pub fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
     let (w, h) = s.split_once('x').context("--size is WIDTHxHEIGHT")?;
     Ok((w.trim().parse()?, h.trim().parse()?))
 }

@@ -2,6 +2,7 @@
 //! given as arguments); `rank` ranks from a shell.
 
 pub mod bench;
+pub mod bench_index;
 pub mod download;
 pub mod index;
 pub mod ops;
@@ -42,6 +43,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Measure ranking speed and memory on synthetic photos.
     Bench(bench::BenchArgs),
+    /// Measure the first stage: search over many vectors, and indexing speed.
+    BenchIndex(bench_index::BenchIndexArgs),
     /// Download a model from the Hugging Face Hub into the local cache.
     Download(download::DownloadArgs),
 }

@@ -28,6 +28,15 @@ pub const DEFAULT_EMBEDDER_ID: &str = "google/siglip2-base-patch16-256";
 /// Its download size (f32 safetensors), for the first-start message.
 pub const DEFAULT_EMBEDDER_BYTES: u64 = 1_510_000_000;
 
+/// The shape of google/siglip2-base-patch16-256 (its config.json names only the vocabulary
+/// and the image size; the rest are transformers' class defaults), for benchmarks with
+/// random weights.
+pub const SIGLIP2_BASE_256_CONFIG: &str = r#"{
+  "model_type": "siglip",
+  "text_config": {"vocab_size": 256000},
+  "vision_config": {"image_size": 256, "patch_size": 16}
+}"#;
+
 /// A photo resized and normalized for the vision tower: channels first, f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedImage {
@@ -119,6 +128,41 @@ impl Embedder {
             vision,
             logit_scale,
             logit_bias,
+        })
+    }
+
+    /// An embedder of `config`'s shape with random weights (for measuring speed), with the
+    /// tokenizer of the embedder folder `dir` and SigLIP's default image preparation.
+    pub fn random(config: &str, dir: &Path, device: ComputeDevice) -> Result<Self, ModelError> {
+        let config = EmbedderConfig::from_json(config)?;
+        let side = config.vision_config.image_size;
+        let image = ImageConfig::from_json("{}", side)?;
+        let tokenizer = tokenizer::TextTokenizer::load(
+            &dir.join("tokenizer.json"),
+            config.text_config.max_position_embeddings,
+        )?;
+        let vb = VarBuilder::from_backend(
+            Box::new(crate::model::random::RandomWeights),
+            device.dtype,
+            device.device.clone(),
+        );
+        let text = TextTower::new(&config.text_config, vb.pp("text_model"))?;
+        let vision = candle_transformers::models::siglip::VisionModel::new(
+            &config.vision_config.to_candle(),
+            true,
+            vb.pp("vision_model"),
+        )?;
+        Ok(Embedder {
+            identity: "random".into(),
+            folder: dir.to_path_buf(),
+            config,
+            image,
+            device,
+            tokenizer,
+            text,
+            vision,
+            logit_scale: 10.0,
+            logit_bias: -10.0,
         })
     }
 
