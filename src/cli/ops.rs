@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::model::fused::ScoreMask;
+use crate::model::ops::ScoreMask;
 use candle_core::{D, DType, Device, Tensor};
 
 fn time(
@@ -46,11 +46,11 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
     let fq = Tensor::randn(0f32, 1.0, (1, 8, 4000, 80), device)?.to_dtype(dtype)?;
     let fq16 = Tensor::randn(0f32, 1.0, (1, 16, 4000, 80), device)?.to_dtype(dtype)?;
     let fsm = |t: &Tensor, m: ScoreMask| -> candle_core::Result<Tensor> {
-        crate::model::fused::masked_softmax(t, 0.1, m)
+        crate::model::ops::masked_softmax(t, 0.1, m)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     };
     let attn_full = || -> candle_core::Result<Tensor> {
-        crate::model::attention::attention(&fq16, &fq16, &fq16, ScoreMask::All, 0.1)
+        crate::model::layers::attention(&fq16, &fq16, &fq16, ScoreMask::All, 0.1)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     };
     let flops = |m: usize, n: usize, k: usize, us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
@@ -176,7 +176,7 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
         let bounds = Tensor::new(bounds.as_slice(), device)?;
         let wq = Tensor::randn(0f32, 1.0, (4032, 16, 80), device)?.to_dtype(dtype)?;
         let us = time(device, reps, || {
-            crate::model::kernels::segment_attention(&wq, &wq, &wq, &bounds, 64, 0.1)
+            crate::model::cuda::segment_attention(&wq, &wq, &wq, &bounds, 64, 0.1)
         })?;
         println!(
             "{:<40} {us:>10.1} us",
@@ -214,9 +214,9 @@ pub fn run(device: &Device, dtype: DType) -> candle_core::Result<()> {
 #[cfg(feature = "cuda")]
 mod flash {
     use super::time;
-    use crate::model::attention::attention;
-    use crate::model::fused::ScoreMask;
-    use crate::model::kernels;
+    use crate::model::cuda;
+    use crate::model::layers::attention;
+    use crate::model::ops::ScoreMask;
     use candle_core::{DType, Device, Result, Tensor};
 
     /// Largest allowed |flash - reference| for outputs of unit-variance inputs: a few bf16
@@ -314,7 +314,7 @@ mod flash {
             ("vision windows 16 x 3996x80", windows),
         ] {
             let (lo, hi, allowed) = segments(&bounds, device)?;
-            let flash = || kernels::flash_rows(&q, &k, &v, &lo, &hi, scale as f32);
+            let flash = || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32);
             let out = heads_first(&flash()?)?;
             let diff = max_diff(&out, &reference(&qh, &kh, &vh, &allowed, scale)?)?;
             let flash_us = time(device, 20, flash)?;
@@ -332,7 +332,7 @@ mod flash {
             } else {
                 let b = Tensor::new(bounds.as_slice(), device)?;
                 time(device, 20, || {
-                    kernels::segment_attention(&q, &k, &v, &b, 64, scale as f32)
+                    cuda::segment_attention(&q, &k, &v, &b, 64, scale as f32)
                 })?
             };
             let pairs: f64 = bounds
@@ -373,7 +373,7 @@ mod flash {
             let allowed = Tensor::from_vec(allowed, (n_q, total), device)?;
             let qs = q.narrow(2, q_off, n_q)?.contiguous()?;
             let flash =
-                || kernels::flash_causal(&q, &k, &v, Some((&pk, &pv)), q_off, n_q, scale as f32);
+                || cuda::flash_causal(&q, &k, &v, Some((&pk, &pv)), q_off, n_q, scale as f32);
             let out = flash()?.reshape((1, n_q, 28, 128))?.transpose(1, 2)?;
             let want = reference(
                 &qs.squeeze(0)?,

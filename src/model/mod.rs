@@ -7,14 +7,14 @@
 //! turns patch rows into visual tokens, [`prompt`] lays out the token ids, and [`text`] runs
 //! the language model, once for the query prefix and then once per photo.
 
-pub mod attention;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod files;
-pub mod fused;
-#[cfg(feature = "cuda")]
-pub mod kernels;
+pub mod layers;
 pub mod memo;
+pub mod ops;
 pub mod preprocess;
 pub mod profile;
 pub mod prompt;

@@ -9,10 +9,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::Result;
-use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::TextConfig;
-use super::fused::{self, ScoreMask};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention};
 use super::memo::Memo;
+use super::ops::{self, ScoreMask};
 use super::profile::stage;
 use super::prompt::Positions;
 
@@ -72,7 +72,7 @@ impl Attention {
         // q, k, v with bias and rotary, laid out (batch, heads, len, dim).
         let (q, k, v) = stage("text.attn.qkv", dev, || -> Result<_> {
             let y = x.reshape((b * len, hidden))?.matmul(&self.qkv.t()?)?;
-            fused::qkv_epilogue(
+            ops::qkv_epilogue(
                 &y,
                 &self.qkv_bias,
                 rope,
@@ -86,16 +86,15 @@ impl Attention {
         // keys in place (no concatenation, no repeated key heads) and writes the output in
         // the layout the output projection takes.
         #[cfg(feature = "cuda")]
-        if super::fused::flash_enabled()
-            && super::kernels::flash_supported(self.head_dim, q.dtype())
-            && [&q, &k, &v].iter().all(|t| super::fused::flash_ready(t))
-            && past.is_none_or(|(pk, pv)| {
-                super::fused::flash_ready(pk) && super::fused::flash_ready(pv)
-            })
+        if super::ops::flash_enabled()
+            && super::cuda::flash_supported(self.head_dim, q.dtype())
+            && [&q, &k, &v].iter().all(|t| super::ops::flash_ready(t))
+            && past
+                .is_none_or(|(pk, pv)| super::ops::flash_ready(pk) && super::ops::flash_ready(pv))
         {
             let (q_off, n_q) = if last_only { (len - 1, 1) } else { (0, len) };
             let out = stage("text.attn.core", dev, || -> Result<Tensor> {
-                Ok(super::kernels::flash_causal(
+                Ok(super::cuda::flash_causal(
                     &q,
                     &k,
                     &v,

@@ -7,10 +7,10 @@ use candle_core::{D, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::Result;
-use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::VisionConfig;
-use super::fused::{self, ScoreMask};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention};
 use super::memo::Memo;
+use super::ops::{self, ScoreMask};
 use super::profile::stage;
 
 /// RMSNorm epsilon of every vision norm (hard-coded in transformers).
@@ -51,7 +51,7 @@ impl VisionBlock {
         // q, k, v with bias and (f32) rotary, as transformers applies it to this tower.
         let (q, k, v) = stage("vision.qkv", dev, || -> Result<_> {
             let y = self.norm1.forward(x)?.matmul(&self.qkv.t()?)?;
-            fused::qkv_epilogue(
+            ops::qkv_epilogue(
                 &y,
                 &self.qkv_bias,
                 rope,
@@ -70,7 +70,7 @@ impl VisionBlock {
             segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))
         })?;
         let x = stage("vision.proj", dev, || -> Result<Tensor> {
-            fused::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
+            ops::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
         })?;
         stage("vision.mlp", dev, || {
             self.mlp.forward_residual(&self.norm2.forward(&x)?, &x)
@@ -410,30 +410,24 @@ impl Segments {
         // bf16 on CUDA: the flash-attention kernel, which never materializes the scores.
         #[cfg(feature = "cuda")]
         if let Some((lo, hi)) = &self.row_ranges
-            && super::fused::flash_enabled()
-            && super::kernels::flash_supported(dim, q.dtype())
-            && [q, k, v].iter().all(|t| super::fused::flash_ready(t))
+            && super::ops::flash_enabled()
+            && super::cuda::flash_supported(dim, q.dtype())
+            && [q, k, v].iter().all(|t| super::ops::flash_ready(t))
         {
-            let out = super::kernels::flash_rows(q, k, v, lo, hi, scale as f32)?;
+            let out = super::cuda::flash_rows(q, k, v, lo, hi, scale as f32)?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         // Short segments (the windows) run as one fused kernel on CUDA.
         #[cfg(feature = "cuda")]
         if self.count > 1
             && q.device().is_cuda()
-            && super::kernels::segment_attention_fits(self.longest, dim, q.dtype())
+            && super::cuda::segment_attention_fits(self.longest, dim, q.dtype())
             && q.is_contiguous()
             && k.is_contiguous()
             && v.is_contiguous()
         {
-            let out = super::kernels::segment_attention(
-                q,
-                k,
-                v,
-                &self.bounds,
-                self.longest,
-                scale as f32,
-            )?;
+            let out =
+                super::cuda::segment_attention(q, k, v, &self.bounds, self.longest, scale as f32)?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         let batch = |t: &Tensor| -> Result<Tensor> {

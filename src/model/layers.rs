@@ -4,7 +4,7 @@ use candle_core::{D, DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::Result;
-use super::fused::{self, ScoreMask};
+use super::ops::{self, ScoreMask};
 
 /// Largest attention score block materialized at once, in bytes.
 const MAX_SCORE_BYTES: usize = 256 << 20;
@@ -50,7 +50,7 @@ fn attention_block(
     scale: f64,
 ) -> Result<Tensor> {
     let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?;
-    let probs = fused::masked_softmax(&scores, scale, mask)?;
+    let probs = ops::masked_softmax(&scores, scale, mask)?;
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 
@@ -84,7 +84,7 @@ impl Linear {
         let rows = x.elem_count() / input.max(1);
         let y = x.reshape((rows, input))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => fused::bias_add(&y, b)?,
+            Some(b) => ops::bias_add(&y, b)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -164,9 +164,9 @@ impl GatedMlp {
         let hidden = dims[dims.len() - 1];
         let rows = x.elem_count() / hidden;
         let h = x.reshape((rows, hidden))?.matmul(&self.gate_up.t()?)?;
-        let gated = fused::bias_swiglu(&h, &self.gate_up_bias)?;
+        let gated = ops::bias_swiglu(&h, &self.gate_up_bias)?;
         let y = gated.matmul(&self.down.t()?)?;
-        let out = fused::bias_residual(
+        let out = ops::bias_residual(
             &y,
             self.down_bias.as_ref(),
             &residual.reshape((rows, hidden))?,
