@@ -35,7 +35,7 @@ pub fn flash_ready(t: &Tensor) -> bool {
     t.device().is_cuda()
         && t.dtype() == DType::BF16
         && t.is_contiguous()
-        && t.layout().start_offset() % 8 == 0
+        && t.layout().start_offset().is_multiple_of(8)
 }
 
 /// `x` (.., cols) + `bias` (cols).

@@ -48,7 +48,6 @@ pub fn qkv_epilogue(
         args.arg(&xs).arg(&bs).arg(&cs).arg(&ss).arg(&q).arg(&k).arg(&v);
         builder_arg!(args, rows as u32, q_heads as u32, kv_heads as u32, dim as u32, seq as u32);
         unsafe { args.launch(spread(n / 2)) }.w()?;
-        drop((q, k, v));
         Ok(tensor(out, dev, n))
     })
 }

@@ -55,7 +55,7 @@ const SHARED_MEMORY_LIMIT: usize = 48 << 10;
 fn segment_row_stride(dim: usize, elem: usize) -> usize {
     let per_word = 4 / elem.min(4);
     let mut stride = dim.div_ceil(per_word) * per_word;
-    if (stride / per_word) % 2 == 0 {
+    if (stride / per_word).is_multiple_of(2) {
         stride += per_word;
     }
     stride
