@@ -73,11 +73,6 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
-    /// From tensors already loaded.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
-    }
-
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let input = dims[dims.len() - 1];

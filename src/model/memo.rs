@@ -43,10 +43,12 @@ impl<K: PartialEq, V> Memo<K, V> {
     }
 
     /// Number of values kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -210,8 +210,6 @@ impl DecoderLayer {
 pub struct PrefixCache {
     /// Per layer: (keys, values), each (1, kv_heads, prefix_len, head_dim).
     pub layers: Vec<(Tensor, Tensor)>,
-    /// Tokens in the prefix.
-    pub len: usize,
     /// The rotary position of the first token after the prefix.
     pub next_position: u32,
 }
@@ -364,7 +362,6 @@ impl TextModel {
         positions: &Positions,
         next_position: u32,
     ) -> Result<PrefixCache> {
-        let len = embeds.dim(1)?;
         let rope = self.rope_tables(positions, 1)?;
         let mut x = embeds.clone();
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -375,7 +372,6 @@ impl TextModel {
         }
         Ok(PrefixCache {
             layers,
-            len,
             next_position,
         })
     }
