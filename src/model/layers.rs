@@ -1,6 +1,6 @@
 //! Scaled dot-product attention and the small layers both towers share.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::Result;
@@ -170,31 +170,8 @@ impl GatedMlp {
     }
 }
 
-/// RMSNorm as transformers' `Qwen2RMSNorm`: normalized in f32, then scaled.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: vb.get(size, "weight")?,
-            eps,
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // The fused kernel accumulates in f32 for every dtype; it scales before the final
-        // cast where transformers casts first, a difference of one bf16 rounding.
-        if x.is_contiguous() {
-            return Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)?);
-        }
-        let dtype = x.dtype();
-        let xf = x.to_dtype(DType::F32)?;
-        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xf.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?;
-        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
-    }
-}
+/// RMSNorm is candle's, which computes what transformers' `Qwen2RMSNorm` does: the mean of
+/// the squares in f32, then the scale (in f32 on the GPU; for bf16 on the CPU candle rounds
+/// the scale to bf16 first, but the CPU runs f32). It multiplies by the weight before the
+/// final cast where transformers casts first: one bf16 rounding apart.
+pub use candle_nn::{RmsNorm, rms_norm};

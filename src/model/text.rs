@@ -10,7 +10,7 @@ use candle_nn::{Embedding, VarBuilder};
 
 use super::Result;
 use super::config::TextConfig;
-use super::layers::{GatedMlp, Linear, RmsNorm, attention};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention, rms_norm};
 use super::memo::Memo;
 use super::ops::{self, ScoreMask};
 use super::profile::stage;
@@ -169,9 +169,9 @@ struct DecoderLayer {
 impl DecoderLayer {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         Ok(DecoderLayer {
-            input_norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            input_norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            post_norm: RmsNorm::new(
+            post_norm: rms_norm(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
@@ -253,7 +253,7 @@ impl TextModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
+        let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         let head = match lm_head {
             Some(vb) => vb.get((cfg.vocab_size, cfg.hidden_size), "weight")?,
             None => embed_tokens.embeddings().clone(),

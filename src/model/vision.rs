@@ -3,12 +3,12 @@
 //! and the merger that turns each 2x2 block of patches into one visual token of the
 //! language model's width. Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel`.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::Result;
 use super::config::VisionConfig;
-use super::layers::{GatedMlp, Linear, RmsNorm, attention};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention, rms_norm};
 use super::memo::Memo;
 use super::ops::{self, ScoreMask};
 use super::profile::stage;
@@ -34,8 +34,8 @@ impl VisionBlock {
         let h = cfg.hidden_size;
         let (qkv, proj) = (vb.pp("attn.qkv"), vb.pp("attn.proj"));
         Ok(VisionBlock {
-            norm1: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm1"))?,
-            norm2: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm2"))?,
+            norm1: rms_norm(h, VISION_NORM_EPS, vb.pp("norm1"))?,
+            norm2: rms_norm(h, VISION_NORM_EPS, vb.pp("norm2"))?,
             qkv: qkv.get((3 * h, h), "weight")?,
             qkv_bias: qkv.get(3 * h, "bias")?,
             proj: proj.get((h, h), "weight")?,
@@ -89,7 +89,7 @@ impl PatchMerger {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let merged_width = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
         Ok(PatchMerger {
-            ln_q: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
+            ln_q: rms_norm(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
             fc1: Linear::new(merged_width, merged_width, true, vb.pp("mlp.0"))?,
             fc2: Linear::new(merged_width, cfg.out_hidden_size, true, vb.pp("mlp.2"))?,
             merged_width,
