@@ -83,118 +83,90 @@ pub fn bench_ops(
     let flops = |m: usize, n: usize, k: usize, us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
     let gbs = |bytes: usize, us: f64| bytes as f64 / us / 1e3;
     let e = dtype.size_in_bytes();
-    let rows_out: Vec<(String, f64, String)> = vec![
+    let rows_out: Vec<(&str, f64)> = vec![
         (
-            "matmul 4000x1280 @ 1280x3420 (w.t)".into(),
+            "matmul 4000x1280 @ 1280x3420 (w.t)",
             time(device, reps, || x.matmul(&w_up.t()?))?,
-            String::new(),
         ),
         (
-            "matmul 4000x1280 @ 1280x3424 (w.t)".into(),
+            "matmul 4000x1280 @ 1280x3424 (w.t)",
             time(device, reps, || x.matmul(&w_up_pad.t()?))?,
-            String::new(),
         ),
         (
-            "matmul 4000x1280 @ 1280x3840 (w.t)".into(),
+            "matmul 4000x1280 @ 1280x3840 (w.t)",
             time(device, reps, || x.matmul(&w_qkv.t()?))?,
-            String::new(),
         ),
         (
-            "matmul 1060x3584 @ 3584x18944 (w.t)".into(),
+            "matmul 1060x3584 @ 3584x18944 (w.t)",
             time(device, reps, || x2.matmul(&w_gate.t()?))?,
-            String::new(),
         ),
         (
-            "broadcast_add bias 4000x3420".into(),
+            "broadcast_add bias 4000x3420",
             time(device, reps, || h.broadcast_add(&bias))?,
-            String::new(),
         ),
+        ("silu 4000x3420", time(device, reps, || h.silu())?),
+        ("mul 4000x3420", time(device, reps, || &h * &h)?),
         (
-            "silu 4000x3420".into(),
-            time(device, reps, || h.silu())?,
-            String::new(),
-        ),
-        (
-            "mul 4000x3420".into(),
-            time(device, reps, || &h * &h)?,
-            String::new(),
-        ),
-        (
-            "rms_norm 4000x1280".into(),
+            "rms_norm 4000x1280",
             time(device, reps, || candle_nn::ops::rms_norm(&x, &norm_w, 1e-6))?,
-            String::new(),
         ),
         (
-            "softmax 63x16x64x64".into(),
+            "softmax 63x16x64x64",
             time(device, reps, || candle_nn::ops::softmax_last_dim(&scores))?,
-            String::new(),
         ),
         (
-            "softmax 8x4000x4000".into(),
+            "softmax 8x4000x4000",
             time(device, 10, || candle_nn::ops::softmax_last_dim(&big_scores))?,
-            String::new(),
         ),
         (
-            "bmm 1008 x (64x80 @ 80x64)".into(),
+            "bmm 1008 x (64x80 @ 80x64)",
             time(device, reps, || qw.matmul(&qw.t()?))?,
-            String::new(),
         ),
         (
-            "to_dtype f32 4000x3420".into(),
+            "to_dtype f32 4000x3420",
             time(device, reps, || h.to_dtype(DType::F32))?,
-            String::new(),
         ),
         (
-            "index_select rows 4000x1280".into(),
+            "index_select rows 4000x1280",
             time(device, reps, || x.index_select(&idx, 0))?,
-            String::new(),
         ),
         (
-            "transpose+contiguous 4000x1280".into(),
+            "transpose+contiguous 4000x1280",
             time(device, reps, || {
                 x.reshape((rows, 16, 80))?.transpose(0, 1)?.contiguous()
             })?,
-            String::new(),
         ),
         (
-            "sum_keepdim 4000x3420".into(),
+            "sum_keepdim 4000x3420",
             time(device, reps, || h.sum_keepdim(D::Minus1))?,
-            String::new(),
         ),
         (
-            "bmm 28 x (1060x128 @ 128x1120)".into(),
+            "bmm 28 x (1060x128 @ 128x1120)",
             time(device, reps, || tq.matmul(&tk.t()?))?,
-            String::new(),
         ),
         (
-            "bmm 28 x (1060x1120 @ 1120x128)".into(),
+            "bmm 28 x (1060x1120 @ 1120x128)",
             time(device, reps, || tp.matmul(&tk))?,
-            String::new(),
         ),
         (
-            "fused softmax causal 28x1060x1120".into(),
+            "fused softmax causal 28x1060x1120",
             time(device, reps, || fsm(&tp, ScoreMask::Causal))?,
-            String::new(),
         ),
         (
-            "candle softmax 28x1060x1120".into(),
+            "candle softmax 28x1060x1120",
             time(device, reps, || candle_nn::ops::softmax_last_dim(&tp))?,
-            String::new(),
         ),
         (
-            "fused softmax 8x4000x4000".into(),
+            "fused softmax 8x4000x4000",
             time(device, 10, || fsm(&big_scores, ScoreMask::All))?,
-            String::new(),
         ),
         (
-            "bmm 8 x (4000x80 @ 80x4000)".into(),
+            "bmm 8 x (4000x80 @ 80x4000)",
             time(device, 10, || fq.matmul(&fq.t()?))?,
-            String::new(),
         ),
         (
-            "attention full 16 heads 4000x80".into(),
+            "attention full 16 heads 4000x80",
             time(device, 10, attn_full)?,
-            String::new(),
         ),
     ];
     #[cfg(feature = "cuda")]
@@ -208,7 +180,7 @@ pub fn bench_ops(
         let name = "fused window attention 63 x 16 x 64x80";
         report(OpTiming::new(name, us, String::new()));
     }
-    for (name, us, _) in rows_out {
+    for (name, us) in rows_out {
         let rate = if name.starts_with("matmul") {
             let dims: Vec<usize> = name
                 .split(|c: char| !c.is_ascii_digit())
