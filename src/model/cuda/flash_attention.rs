@@ -21,7 +21,7 @@ pub fn flash_supported(dim: usize, dtype: DType) -> bool {
 
 /// Strides, in values, of a (batch, heads, rows, dim) view with contiguous rows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Strides {
     batch: u32,
     head: u32,
@@ -52,7 +52,7 @@ impl Strides {
 /// flash_attention.cu, field for field (device pointers are 64-bit there). See that file for
 /// what each means.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct FlashParams {
     q: u64,
     k: u64,
@@ -156,29 +156,17 @@ fn keep<'a>(guards: &mut Vec<SyncOnDrop<'a>>, (ptr, guard): (u64, SyncOnDrop<'a>
     ptr
 }
 
-/// Parameters without pointers yet, for queries of `n_q` rows seeing keys in groups of
-/// `group` heads.
+/// Parameters for queries of `n_q` rows seeing keys in groups of `group` heads, without
+/// pointers (null) or a cached prefix yet.
 fn params(n_q: usize, group: usize, scale: f32, [q, k, o]: [Strides; 3]) -> FlashParams {
     FlashParams {
-        q: 0,
-        k: 0,
-        v: 0,
-        kp: 0,
-        vp: 0,
-        out: 0,
-        lo: 0,
-        hi: 0,
         n_q: n_q as u32,
-        q_off: 0,
-        past: 0,
         group: group as u32,
-        causal: 0,
         scale_log2: scale * std::f32::consts::LOG2_E,
         q_strides: q,
         k_strides: k,
         o_strides: o,
-        past_head: 0,
-        past_row: 0,
+        ..FlashParams::default()
     }
 }
 
