@@ -1,6 +1,6 @@
 //! Build steps that depend on the target:
-//! - with the `cuda` feature, the fused kernels in src/kernels/*.cu are compiled to PTX
-//!   (nvcc from the CUDA toolkit, or the one ../shared/tools/cuda-build.sh provides);
+//! - with the `cuda` feature, the kernels in src/kernels/*.cu are compiled to PTX, one module
+//!   per file (nvcc from the CUDA toolkit, or the one ../shared/tools/cuda-build.sh provides);
 //! - on Windows targets, the app icon and version resource are embedded in the .exe.
 //!   Build scripts run on the host, so the target is read from CARGO_CFG_TARGET_OS.
 
@@ -35,8 +35,10 @@ fn windows_resources() {
 fn build_kernels() {
     println!("cargo::rerun-if-changed=src/kernels");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    // The .cu files include common.cuh: a change to it recompiles them all.
     let ptx = cudaforge::KernelBuilder::new()
         .source_dir("src/kernels")
+        .watch(cudaforge::collect_headers(&["src/kernels"]))
         .arg("-std=c++17")
         .arg("-O3")
         .build_ptx()

@@ -11,8 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
-use crate::model::Reranker;
-use crate::model::random::lychee_7b_config;
+use crate::model::{Reranker, lychee_7b_config};
 use crate::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
 
 #[derive(Debug, Clone, Args)]
@@ -165,7 +164,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "{} photos of {}x{} on {device_name} ({dtype}), batches of up to {}",
         args.photos, size.0, size.1, settings.max_batch
     );
-    crate::model::profile::reset();
+    crate::model::reset_stage_totals();
     let start = Instant::now();
     let mut first_score = None;
     let mut last_score = start;
@@ -260,7 +259,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "second_query_tokens_from_memory": second.map(|(_, hits)| hits),
     });
     println!("{report}");
-    let profile = crate::model::profile::report();
+    let profile = crate::model::stage_totals();
     if !profile.is_empty() {
         eprintln!(
             "{:<22} {:>10} {:>8} {:>10}",

@@ -93,7 +93,9 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
         let _ = embedder.embed_texts(&["a red umbrella on a sunny beach"]);
     });
     eprintln!("query embedding: {query_ms:.1} ms");
-    let query = embedder.embed_texts(&["a red umbrella on a sunny beach"])?.remove(0);
+    let query = embedder
+        .embed_texts(&["a red umbrella on a sunny beach"])?
+        .remove(0);
 
     let mut searches = Vec::new();
     for &n in &args.vectors {
@@ -150,7 +152,9 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
         )?;
         let decode_rate = photos.len() as f64 / start.elapsed().as_secs_f64();
         let mut catalog = Catalog::default();
-        let summary = run_indexing(&embedder, &photos, None, &mut catalog, |_, _| Flow::Continue)?;
+        let summary = run_indexing(&embedder, &photos, None, &mut catalog, |_, _| {
+            Flow::Continue
+        })?;
         let bound = if summary.photos_per_s < 0.8 * decode_rate {
             "the embedder"
         } else {

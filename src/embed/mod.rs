@@ -142,7 +142,7 @@ impl Embedder {
             config.text_config.max_position_embeddings,
         )?;
         let vb = VarBuilder::from_backend(
-            Box::new(crate::model::random::RandomWeights),
+            Box::new(crate::model::RandomWeights),
             device.dtype,
             device.device.clone(),
         );

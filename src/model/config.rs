@@ -1,21 +1,25 @@
 //! The model's `config.json`, in both layouts: the flat one of the published checkpoint
 //! (text fields at the top, a sparse `vision_config`) and the nested `text_config` /
 //! `vision_config` one that transformers 5 writes. Fields missing from the file take the
-//! defaults of transformers' `Qwen2_5_VLTextConfig` / `Qwen2_5_VLVisionConfig` classes,
-//! because that is what the reference implementation does with them.
+//! defaults of transformers' `Qwen2_5_VLTextConfig` / `Qwen2_5_VLVisionConfig` classes
+//! (configuration_qwen2_5_vl.py), because that is what the reference implementation does
+//! with them: the `Default` impls below.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::ModelError;
 
 /// The Qwen2.5-VL vision tower's shape.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct VisionConfig {
     pub depth: usize,
     pub hidden_size: usize,
     pub hidden_act: String,
     pub intermediate_size: usize,
     pub num_heads: usize,
+    /// Older checkpoints also write `in_chans`; transformers reads `in_channels`.
     pub in_channels: usize,
     pub patch_size: usize,
     pub spatial_merge_size: usize,
@@ -23,11 +27,33 @@ pub struct VisionConfig {
     pub window_size: usize,
     pub out_hidden_size: usize,
     pub fullatt_block_indexes: Vec<usize>,
+    /// `rope_parameters.rope_theta` in the file.
     pub rope_theta: f64,
 }
 
+impl Default for VisionConfig {
+    fn default() -> Self {
+        VisionConfig {
+            depth: 32,
+            hidden_size: 3584,
+            hidden_act: "silu".into(),
+            intermediate_size: 3420,
+            num_heads: 16,
+            in_channels: 3,
+            patch_size: 14,
+            spatial_merge_size: 2,
+            temporal_patch_size: 2,
+            window_size: 112,
+            out_hidden_size: 3584,
+            fullatt_block_indexes: vec![7, 15, 23, 31],
+            rope_theta: 10_000.0,
+        }
+    }
+}
+
 /// The Qwen2 language model's shape.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct TextConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -37,10 +63,30 @@ pub struct TextConfig {
     pub num_key_value_heads: usize,
     pub hidden_act: String,
     pub rms_norm_eps: f64,
+    /// In `rope_parameters` (or the older `rope_scaling`), or beside them.
     pub rope_theta: f64,
-    /// Rotary dimensions (per half of the rotate-half pair) given to t, h and w.
+    /// Rotary dimensions (per half of the rotate-half pair) given to t, h and w; in
+    /// `rope_parameters` or `rope_scaling`.
     pub mrope_section: Vec<usize>,
     pub tie_word_embeddings: bool,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig {
+            vocab_size: 152_064,
+            hidden_size: 8192,
+            intermediate_size: 29_568,
+            num_hidden_layers: 80,
+            num_attention_heads: 64,
+            num_key_value_heads: 8,
+            hidden_act: "silu".into(),
+            rms_norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            mrope_section: vec![16, 24, 24],
+            tie_word_embeddings: false,
+        }
+    }
 }
 
 impl TextConfig {
@@ -82,55 +128,34 @@ pub struct ModelConfig {
     pub vision_end_token_id: Option<u32>,
 }
 
-// transformers' class defaults (configuration_qwen2_5_vl.py).
-const VISION_DEFAULT_DEPTH: usize = 32;
-const VISION_DEFAULT_HIDDEN: usize = 3584;
-const VISION_DEFAULT_INTERMEDIATE: usize = 3420;
-const VISION_DEFAULT_HEADS: usize = 16;
-const VISION_DEFAULT_WINDOW: usize = 112;
-const VISION_DEFAULT_OUT_HIDDEN: usize = 3584;
-const VISION_DEFAULT_FULLATT: [usize; 4] = [7, 15, 23, 31];
-const VISION_ROPE_THETA: f64 = 10_000.0;
-const TEXT_DEFAULT_VOCAB: usize = 152_064;
-const TEXT_DEFAULT_HIDDEN: usize = 8192;
-const TEXT_DEFAULT_INTERMEDIATE: usize = 29_568;
-const TEXT_DEFAULT_LAYERS: usize = 80;
-const TEXT_DEFAULT_HEADS: usize = 64;
-const TEXT_DEFAULT_KV_HEADS: usize = 8;
-const TEXT_DEFAULT_RMS_EPS: f64 = 1e-5;
-const TEXT_DEFAULT_ROPE_THETA: f64 = 1_000_000.0;
-const TEXT_DEFAULT_MROPE_SECTION: [usize; 3] = [16, 24, 24];
-
 impl ModelConfig {
     /// Parses the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let root: Value = serde_json::from_str(text)
-            .map_err(|e| ModelError::BadConfig(format!("not valid JSON: {e}")))?;
+        let bad = |why: String| ModelError::BadConfig(why);
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let root = root
             .as_object()
-            .ok_or_else(|| ModelError::BadConfig("the top level is not an object".into()))?;
+            .ok_or_else(|| bad("the top level is not an object".into()))?;
         if let Some(kind) = root.get("model_type").and_then(Value::as_str)
             && !matches!(kind, "qwen2_5_vl" | "qwen2_5_vl_text")
         {
-            return Err(ModelError::BadConfig(format!(
+            return Err(bad(format!(
                 "model_type is \"{kind}\"; this app runs Qwen2.5-VL rerankers (qwen2_5_vl)"
             )));
         }
-        let empty = Map::new();
-        // transformers 5 nests the text fields; older checkpoints keep them at the top.
-        let text_obj = root
-            .get("text_config")
-            .and_then(Value::as_object)
-            .unwrap_or(root);
-        let vision_obj = root
-            .get("vision_config")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let text = parse_text(text_obj, root)?;
-        let vision = parse_vision(vision_obj)?;
+        let text_obj = match root.get("text_config") {
+            Some(Value::Object(t)) => t,
+            _ => root,
+        };
+        let text = TextConfig::deserialize(Value::Object(text_fields(text_obj, root)))
+            .map_err(|e| bad(format!("the text model's settings: {e}")))?;
+        let vision = VisionConfig::deserialize(Value::Object(vision_fields(root)))
+            .map_err(|e| bad(format!("vision_config: {e}")))?;
         let token = |key: &str| {
-            get_usize(root, key)
-                .or_else(|| get_usize(text_obj, key))
+            [root, text_obj]
+                .iter()
+                .find_map(|o| o.get(key).and_then(Value::as_u64))
                 .map(|v| v as u32)
         };
         let config = ModelConfig {
@@ -198,106 +223,62 @@ impl ModelConfig {
     }
 }
 
-fn get_usize(obj: &Map<String, Value>, key: &str) -> Option<usize> {
-    obj.get(key).and_then(Value::as_u64).map(|v| v as usize)
-}
-
-fn get_f64(obj: &Map<String, Value>, key: &str) -> Option<f64> {
-    obj.get(key).and_then(Value::as_f64)
-}
-
-fn get_string(obj: &Map<String, Value>, key: &str) -> Option<String> {
-    obj.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn get_usize_list(obj: &Map<String, Value>, key: &str) -> Result<Option<Vec<usize>>, ModelError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .map(|n| n as usize)
-                    .ok_or_else(|| ModelError::BadConfig(format!("{key} holds a non-integer")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ModelError::BadConfig(format!("{key} is not a list"))),
-    }
-}
-
-fn parse_text(
-    obj: &Map<String, Value>,
-    root: &Map<String, Value>,
-) -> Result<TextConfig, ModelError> {
-    // Rotary settings moved from `rope_scaling` + `rope_theta` to `rope_parameters`.
-    let rope = obj
-        .get("rope_parameters")
-        .or_else(|| obj.get("rope_scaling"))
-        .or_else(|| root.get("rope_parameters"))
-        .or_else(|| root.get("rope_scaling"))
+/// The text model's fields as [`TextConfig`] reads them, from `text` (the `text_config`
+/// object, or the top level in the flat layout): the rotary settings lifted out of
+/// `rope_parameters` (or the older `rope_scaling`, or the top level's), the top level's
+/// `tie_word_embeddings` first. A null counts as missing, except that a null
+/// `num_key_value_heads` means one key head per query head, as transformers reads it.
+fn text_fields(text: &Map<String, Value>, root: &Map<String, Value>) -> Map<String, Value> {
+    let mut fields = text.clone();
+    let rope = [(text, "rope_parameters"), (text, "rope_scaling")]
+        .into_iter()
+        .chain([(root, "rope_parameters"), (root, "rope_scaling")])
+        .find_map(|(o, key)| o.get(key))
         .and_then(Value::as_object);
-    let mrope_section = match rope {
-        Some(r) => get_usize_list(r, "mrope_section")?,
-        None => None,
+    let theta = [rope, Some(text), Some(root)]
+        .into_iter()
+        .flatten()
+        .find_map(|o| o.get("rope_theta").filter(|t| t.is_number()));
+    match theta {
+        Some(t) => fields.insert("rope_theta".into(), t.clone()),
+        None => fields.remove("rope_theta"),
+    };
+    match rope.and_then(|r| r.get("mrope_section")) {
+        Some(s) => fields.insert("mrope_section".into(), s.clone()),
+        None => fields.remove("mrope_section"),
+    };
+    if let Some(tie) = root.get("tie_word_embeddings").filter(|t| t.is_boolean()) {
+        fields.insert("tie_word_embeddings".into(), tie.clone());
     }
-    .unwrap_or_else(|| TEXT_DEFAULT_MROPE_SECTION.to_vec());
-    let rope_theta = rope
-        .and_then(|r| get_f64(r, "rope_theta"))
-        .or_else(|| get_f64(obj, "rope_theta"))
-        .or_else(|| get_f64(root, "rope_theta"))
-        .unwrap_or(TEXT_DEFAULT_ROPE_THETA);
-    let num_attention_heads = get_usize(obj, "num_attention_heads").unwrap_or(TEXT_DEFAULT_HEADS);
-    let tie = root
-        .get("tie_word_embeddings")
-        .or_else(|| obj.get("tie_word_embeddings"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(TextConfig {
-        vocab_size: get_usize(obj, "vocab_size").unwrap_or(TEXT_DEFAULT_VOCAB),
-        hidden_size: get_usize(obj, "hidden_size").unwrap_or(TEXT_DEFAULT_HIDDEN),
-        intermediate_size: get_usize(obj, "intermediate_size").unwrap_or(TEXT_DEFAULT_INTERMEDIATE),
-        num_hidden_layers: get_usize(obj, "num_hidden_layers").unwrap_or(TEXT_DEFAULT_LAYERS),
-        num_attention_heads,
-        num_key_value_heads: get_usize(obj, "num_key_value_heads").unwrap_or(
-            if obj.contains_key("num_key_value_heads") {
-                num_attention_heads
-            } else {
-                TEXT_DEFAULT_KV_HEADS
-            },
-        ),
-        hidden_act: get_string(obj, "hidden_act").unwrap_or_else(|| "silu".into()),
-        rms_norm_eps: get_f64(obj, "rms_norm_eps").unwrap_or(TEXT_DEFAULT_RMS_EPS),
-        rope_theta,
-        mrope_section,
-        tie_word_embeddings: tie,
-    })
+    if fields.get("num_key_value_heads") == Some(&Value::Null) {
+        let heads = fields.get("num_attention_heads").filter(|h| h.is_u64());
+        let heads = heads
+            .cloned()
+            .unwrap_or(TextConfig::default().num_attention_heads.into());
+        fields.insert("num_key_value_heads".into(), heads);
+    }
+    fields.retain(|_, v| !v.is_null());
+    fields
 }
 
-fn parse_vision(obj: &Map<String, Value>) -> Result<VisionConfig, ModelError> {
-    let rope_theta = obj
+/// The vision tower's fields as [`VisionConfig`] reads them: `vision_config` (missing or not
+/// an object: all defaults) with `rope_theta` taken from its `rope_parameters` only.
+fn vision_fields(root: &Map<String, Value>) -> Map<String, Value> {
+    let mut fields = match root.get("vision_config") {
+        Some(Value::Object(v)) => v.clone(),
+        _ => Map::new(),
+    };
+    let theta = fields
         .get("rope_parameters")
-        .and_then(Value::as_object)
-        .and_then(|r| get_f64(r, "rope_theta"))
-        .unwrap_or(VISION_ROPE_THETA);
-    Ok(VisionConfig {
-        depth: get_usize(obj, "depth").unwrap_or(VISION_DEFAULT_DEPTH),
-        hidden_size: get_usize(obj, "hidden_size").unwrap_or(VISION_DEFAULT_HIDDEN),
-        hidden_act: get_string(obj, "hidden_act").unwrap_or_else(|| "silu".into()),
-        intermediate_size: get_usize(obj, "intermediate_size")
-            .unwrap_or(VISION_DEFAULT_INTERMEDIATE),
-        num_heads: get_usize(obj, "num_heads").unwrap_or(VISION_DEFAULT_HEADS),
-        // `in_chans` is what older checkpoints write; transformers reads `in_channels`.
-        in_channels: get_usize(obj, "in_channels").unwrap_or(3),
-        patch_size: get_usize(obj, "patch_size").unwrap_or(14),
-        spatial_merge_size: get_usize(obj, "spatial_merge_size").unwrap_or(2),
-        temporal_patch_size: get_usize(obj, "temporal_patch_size").unwrap_or(2),
-        window_size: get_usize(obj, "window_size").unwrap_or(VISION_DEFAULT_WINDOW),
-        out_hidden_size: get_usize(obj, "out_hidden_size").unwrap_or(VISION_DEFAULT_OUT_HIDDEN),
-        fullatt_block_indexes: get_usize_list(obj, "fullatt_block_indexes")?
-            .unwrap_or_else(|| VISION_DEFAULT_FULLATT.to_vec()),
-        rope_theta,
-    })
+        .and_then(|r| r.get("rope_theta"))
+        .filter(|t| t.is_number())
+        .cloned();
+    match theta {
+        Some(t) => fields.insert("rope_theta".into(), t),
+        None => fields.remove("rope_theta"),
+    };
+    fields.retain(|_, v| !v.is_null());
+    fields
 }
 
 #[cfg(test)]
@@ -350,6 +331,35 @@ mod tests {
         let nested = ModelConfig::from_json(nested).unwrap();
         assert_eq!(flat.text, nested.text);
         assert_eq!(flat.vision, nested.vision);
+    }
+
+    #[test]
+    fn null_means_the_class_default_but_null_kv_heads_means_one_per_query_head() {
+        let c = ModelConfig::from_json(
+            &FLAT_7B
+                .replace(
+                    "\"num_key_value_heads\": 4",
+                    "\"num_key_value_heads\": null",
+                )
+                .replace("\"vocab_size\": 152064", "\"vocab_size\": null"),
+        )
+        .unwrap();
+        assert_eq!(c.text.num_key_value_heads, 28);
+        assert_eq!(c.text.vocab_size, 152_064);
+        // Missing, it is the class default of 8, which 28 heads do not divide into.
+        let missing = FLAT_7B.replace("\"num_key_value_heads\": 4,", "");
+        let err = ModelConfig::from_json(&missing).unwrap_err();
+        assert!(err.to_string().contains("num_key_value_heads 8"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused() {
+        let err = ModelConfig::from_json(&FLAT_7B.replace("28, \"num_key", "\"28\", \"num_key"))
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let vision = FLAT_7B.replace("\"hidden_size\": 1280", "\"hidden_size\": \"1280\"");
+        let err = ModelConfig::from_json(&vision).unwrap_err();
+        assert!(err.to_string().contains("vision_config"), "{err}");
     }
 
     #[test]

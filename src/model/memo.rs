@@ -2,53 +2,53 @@
 //! size (rotary angles, window layouts): photos of one library mostly share a few sizes,
 //! so each is computed once and then reused.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// At most `capacity` values, the most recently used first.
+use lru::LruCache;
+
+/// At most `capacity` values, the least recently used dropped first.
 pub struct Memo<K, V> {
-    entries: Mutex<VecDeque<(K, Arc<V>)>>,
-    capacity: usize,
+    entries: Mutex<LruCache<K, Arc<V>>>,
 }
 
-impl<K: PartialEq, V> Memo<K, V> {
+impl<K: Hash + Eq, V> Memo<K, V> {
     pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Memo {
-            entries: Mutex::new(VecDeque::with_capacity(capacity)),
-            capacity: capacity.max(1),
+            entries: Mutex::new(LruCache::new(capacity)),
         }
     }
 
+    fn entries(&self) -> MutexGuard<'_, LruCache<K, Arc<V>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The value for `key`, made with `make` when it is not kept; an error is returned
-    /// and nothing is kept.
+    /// and nothing is kept. The lock is not held while `make` runs.
     pub fn get_or_try<E>(
         &self,
         key: K,
         make: impl FnOnce(&K) -> Result<V, E>,
     ) -> Result<Arc<V>, E> {
-        {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
-                let entry = entries.remove(i).expect("the index was just found");
-                let value = entry.1.clone();
-                entries.push_front(entry);
-                return Ok(value);
-            }
+        if let Some(value) = self.entries().get(&key) {
+            return Ok(value.clone());
         }
         let value = Arc::new(make(&key)?);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.truncate(self.capacity - 1);
-        entries.push_front((key, value.clone()));
+        self.entries().put(key, value.clone());
         Ok(value)
     }
 
     /// Number of values kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries().is_empty()
     }
 }
 

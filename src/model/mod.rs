@@ -5,33 +5,43 @@
 //!
 //! Data flows one way: [`preprocess`] turns a decoded photo into patch rows, [`vision`]
 //! turns patch rows into visual tokens, [`prompt`] lays out the token ids, and [`text`] runs
-//! the language model, once for the query prefix and then once per photo.
+//! the language model, once for the query prefix and then once per photo. [`ops`] holds the
+//! fused steps both towers use: CUDA kernels ([`cuda`], device code in src/kernels/) on the
+//! GPU, plain candle operations elsewhere.
+//!
+//! The rest of the app uses what this module re-exports, plus the modules that tests and the
+//! photo pipeline read directly ([`preprocess`], [`resample`], [`prompt`], [`tokenizer`],
+//! [`files`], [`device`]); everything else is private to the model.
 
-pub mod attention;
-pub mod config;
+mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod device;
 pub mod files;
-pub mod fused;
-#[cfg(feature = "cuda")]
-pub mod kernels;
-pub mod memo;
+mod layers;
+mod memo;
+mod ops;
+mod ops_bench;
 pub mod preprocess;
-pub mod profile;
+mod profile;
 pub mod prompt;
-pub mod random;
-pub mod reranker;
+mod random;
+mod reranker;
 pub mod resample;
-pub mod text;
+mod text;
 pub mod tokenizer;
-pub mod vision;
-pub mod visual_cache;
+mod vision;
+mod visual_cache;
 
 use std::path::PathBuf;
 
 pub use config::{ModelConfig, TextConfig, VisionConfig};
 pub use device::ComputeDevice;
+pub use ops_bench::{OpTiming, bench_ops};
 pub use preprocess::{PhotoInput, PreprocessConfig};
+pub use profile::{report as stage_totals, reset as reset_stage_totals};
 pub use prompt::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};
+pub use random::{RandomWeights, lychee_7b_config};
 pub use reranker::{Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};
 
 /// Why a model folder could not be used, or a model step failed. Each variant names the

@@ -136,7 +136,7 @@ pub fn expand_pads(ids: &[u32], pad: u32, counts: &[usize]) -> Vec<u32> {
 /// `get_rope_index` gives them: text tokens count up by one in all three; the merged
 /// visual tokens of an image starting at position p get (p, p + row, p + column), and the
 /// text after the image continues at p + max(rows, columns).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Positions {
     pub t: Vec<u32>,
     pub h: Vec<u32>,

@@ -9,10 +9,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::Result;
-use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::TextConfig;
-use super::fused::{self, ScoreMask};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention, rms_norm};
 use super::memo::Memo;
+use super::ops::{self, ScoreMask};
 use super::profile::stage;
 use super::prompt::Positions;
 
@@ -72,7 +72,7 @@ impl Attention {
         // q, k, v with bias and rotary, laid out (batch, heads, len, dim).
         let (q, k, v) = stage("text.attn.qkv", dev, || -> Result<_> {
             let y = x.reshape((b * len, hidden))?.matmul(&self.qkv.t()?)?;
-            fused::qkv_epilogue(
+            ops::qkv_epilogue(
                 &y,
                 &self.qkv_bias,
                 rope,
@@ -86,16 +86,15 @@ impl Attention {
         // keys in place (no concatenation, no repeated key heads) and writes the output in
         // the layout the output projection takes.
         #[cfg(feature = "cuda")]
-        if super::fused::flash_enabled()
-            && super::kernels::flash_supported(self.head_dim, q.dtype())
-            && [&q, &k, &v].iter().all(|t| super::fused::flash_ready(t))
-            && past.is_none_or(|(pk, pv)| {
-                super::fused::flash_ready(pk) && super::fused::flash_ready(pv)
-            })
+        if super::ops::flash_enabled()
+            && super::cuda::flash_supported(self.head_dim, q.dtype())
+            && [&q, &k, &v].iter().all(|t| super::ops::flash_ready(t))
+            && past
+                .is_none_or(|(pk, pv)| super::ops::flash_ready(pk) && super::ops::flash_ready(pv))
         {
             let (q_off, n_q) = if last_only { (len - 1, 1) } else { (0, len) };
             let out = stage("text.attn.core", dev, || -> Result<Tensor> {
-                Ok(super::kernels::flash_causal(
+                Ok(super::cuda::flash_causal(
                     &q,
                     &k,
                     &v,
@@ -170,9 +169,9 @@ struct DecoderLayer {
 impl DecoderLayer {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         Ok(DecoderLayer {
-            input_norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            input_norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            post_norm: RmsNorm::new(
+            post_norm: rms_norm(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
@@ -211,8 +210,6 @@ impl DecoderLayer {
 pub struct PrefixCache {
     /// Per layer: (keys, values), each (1, kv_heads, prefix_len, head_dim).
     pub layers: Vec<(Tensor, Tensor)>,
-    /// Tokens in the prefix.
-    pub len: usize,
     /// The rotary position of the first token after the prefix.
     pub next_position: u32,
 }
@@ -256,7 +253,7 @@ impl TextModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
+        let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         let head = match lm_head {
             Some(vb) => vb.get((cfg.vocab_size, cfg.hidden_size), "weight")?,
             None => embed_tokens.embeddings().clone(),
@@ -365,7 +362,6 @@ impl TextModel {
         positions: &Positions,
         next_position: u32,
     ) -> Result<PrefixCache> {
-        let len = embeds.dim(1)?;
         let rope = self.rope_tables(positions, 1)?;
         let mut x = embeds.clone();
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -376,7 +372,6 @@ impl TextModel {
         }
         Ok(PrefixCache {
             layers,
-            len,
             next_position,
         })
     }

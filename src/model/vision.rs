@@ -3,14 +3,14 @@
 //! and the merger that turns each 2x2 block of patches into one visual token of the
 //! language model's width. Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel`.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::Result;
-use super::attention::{GatedMlp, Linear, RmsNorm, attention};
 use super::config::VisionConfig;
-use super::fused::{self, ScoreMask};
+use super::layers::{GatedMlp, Linear, RmsNorm, attention, rms_norm};
 use super::memo::Memo;
+use super::ops::{self, ScoreMask};
 use super::profile::stage;
 
 /// RMSNorm epsilon of every vision norm (hard-coded in transformers).
@@ -34,8 +34,8 @@ impl VisionBlock {
         let h = cfg.hidden_size;
         let (qkv, proj) = (vb.pp("attn.qkv"), vb.pp("attn.proj"));
         Ok(VisionBlock {
-            norm1: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm1"))?,
-            norm2: RmsNorm::new(h, VISION_NORM_EPS, vb.pp("norm2"))?,
+            norm1: rms_norm(h, VISION_NORM_EPS, vb.pp("norm1"))?,
+            norm2: rms_norm(h, VISION_NORM_EPS, vb.pp("norm2"))?,
             qkv: qkv.get((3 * h, h), "weight")?,
             qkv_bias: qkv.get(3 * h, "bias")?,
             proj: proj.get((h, h), "weight")?,
@@ -51,7 +51,7 @@ impl VisionBlock {
         // q, k, v with bias and (f32) rotary, as transformers applies it to this tower.
         let (q, k, v) = stage("vision.qkv", dev, || -> Result<_> {
             let y = self.norm1.forward(x)?.matmul(&self.qkv.t()?)?;
-            fused::qkv_epilogue(
+            ops::qkv_epilogue(
                 &y,
                 &self.qkv_bias,
                 rope,
@@ -70,7 +70,7 @@ impl VisionBlock {
             segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))
         })?;
         let x = stage("vision.proj", dev, || -> Result<Tensor> {
-            fused::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
+            ops::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
         })?;
         stage("vision.mlp", dev, || {
             self.mlp.forward_residual(&self.norm2.forward(&x)?, &x)
@@ -89,7 +89,7 @@ impl PatchMerger {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let merged_width = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
         Ok(PatchMerger {
-            ln_q: RmsNorm::new(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
+            ln_q: rms_norm(cfg.hidden_size, VISION_NORM_EPS, vb.pp("ln_q"))?,
             fc1: Linear::new(merged_width, merged_width, true, vb.pp("mlp.0"))?,
             fc2: Linear::new(merged_width, cfg.out_hidden_size, true, vb.pp("mlp.2"))?,
             merged_width,
@@ -410,30 +410,24 @@ impl Segments {
         // bf16 on CUDA: the flash-attention kernel, which never materializes the scores.
         #[cfg(feature = "cuda")]
         if let Some((lo, hi)) = &self.row_ranges
-            && super::fused::flash_enabled()
-            && super::kernels::flash_supported(dim, q.dtype())
-            && [q, k, v].iter().all(|t| super::fused::flash_ready(t))
+            && super::ops::flash_enabled()
+            && super::cuda::flash_supported(dim, q.dtype())
+            && [q, k, v].iter().all(|t| super::ops::flash_ready(t))
         {
-            let out = super::kernels::flash_rows(q, k, v, lo, hi, scale as f32)?;
+            let out = super::cuda::flash_rows(q, k, v, lo, hi, scale as f32)?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         // Short segments (the windows) run as one fused kernel on CUDA.
         #[cfg(feature = "cuda")]
         if self.count > 1
             && q.device().is_cuda()
-            && super::kernels::segment_attention_fits(self.longest, dim, q.dtype())
+            && super::cuda::segment_attention_fits(self.longest, dim, q.dtype())
             && q.is_contiguous()
             && k.is_contiguous()
             && v.is_contiguous()
         {
-            let out = super::kernels::segment_attention(
-                q,
-                k,
-                v,
-                &self.bounds,
-                self.longest,
-                scale as f32,
-            )?;
+            let out =
+                super::cuda::segment_attention(q, k, v, &self.bounds, self.longest, scale as f32)?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         let batch = |t: &Tensor| -> Result<Tensor> {

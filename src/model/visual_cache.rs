@@ -2,17 +2,15 @@
 //! refining a description and ranking the same photos again skips their decode-to-tokens
 //! work in the vision tower. Keyed by the hash of the pixels the tower reads, so an edited
 //! photo, another resolution or another preprocessing never matches; bounded in bytes,
-//! least recently used first out.
-
-use std::collections::{HashMap, VecDeque};
+//! least recently used first out. The order is `lru`'s (unbounded in entries); the bytes are
+//! counted here.
 
 use candle_core::Tensor;
+use lru::LruCache;
 
 /// Visual tokens by pixel key.
 pub struct VisualCache {
-    entries: HashMap<[u8; 32], (Tensor, (usize, usize))>,
-    /// Keys, least recently used first.
-    order: VecDeque<[u8; 32]>,
+    entries: LruCache<[u8; 32], (Tensor, (usize, usize))>,
     bytes: u64,
     limit: u64,
     hits: u64,
@@ -25,8 +23,7 @@ fn size_of(t: &Tensor) -> u64 {
 impl VisualCache {
     pub fn new(limit: u64) -> Self {
         VisualCache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            entries: LruCache::unbounded(),
             bytes: 0,
             limit,
             hits: 0,
@@ -36,10 +33,6 @@ impl VisualCache {
     /// The tokens and merged grid kept for `key`, now the most recently used.
     pub fn get(&mut self, key: &[u8; 32]) -> Option<(Tensor, (usize, usize))> {
         let found = self.entries.get(key).cloned()?;
-        if let Some(i) = self.order.iter().position(|k| k == key) {
-            self.order.remove(i);
-        }
-        self.order.push_back(*key);
         self.hits += 1;
         Some(found)
     }
@@ -48,49 +41,44 @@ impl VisualCache {
     /// Tokens larger than the whole limit are not kept.
     pub fn put(&mut self, key: [u8; 32], tokens: Tensor, merged: (usize, usize)) {
         let size = size_of(&tokens);
-        if size > self.limit || self.entries.contains_key(&key) {
+        if size > self.limit || self.entries.contains(&key) {
             return;
         }
-        while self.bytes + size > self.limit {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some((t, _)) = self.entries.remove(&old) {
-                self.bytes -= size_of(&t);
-            }
-        }
+        self.shrink_to(self.limit - size);
         // A copy of its own, so that the batch the tokens came from can be freed.
         let Ok(tokens) = tokens.copy() else {
             return;
         };
-        self.entries.insert(key, (tokens, merged));
-        self.order.push_back(key);
+        self.entries.put(key, (tokens, merged));
         self.bytes += size;
+    }
+
+    /// Drops the least recently used entries until at most `bytes` are kept.
+    fn shrink_to(&mut self, bytes: u64) {
+        while self.bytes > bytes {
+            let Some((_, (tokens, _))) = self.entries.pop_lru() else {
+                break;
+            };
+            self.bytes -= size_of(&tokens);
+        }
     }
 
     /// Frees everything kept (when the device runs out of memory).
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.order.clear();
         self.bytes = 0;
     }
 
     pub fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
-        while self.bytes > self.limit {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some((t, _)) = self.entries.remove(&old) {
-                self.bytes -= size_of(&t);
-            }
-        }
+        self.shrink_to(limit);
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -1,6 +1,6 @@
-//! Steps that run as one fused kernel on CUDA (src/kernels/fused.cu) and as plain candle
-//! operations elsewhere. Both compute the same function; the CPU versions are what the
-//! parity tests check against transformers.
+//! The model's fused steps: each runs as one CUDA kernel on the GPU ([`super::cuda`], device
+//! code in src/kernels/) and as plain candle operations elsewhere. Both compute the same
+//! function; the plain versions are what the parity tests check against transformers.
 
 use candle_core::{DType, Tensor};
 
@@ -35,29 +35,16 @@ pub fn flash_ready(t: &Tensor) -> bool {
     t.device().is_cuda()
         && t.dtype() == DType::BF16
         && t.is_contiguous()
-        && t.layout().start_offset() % 8 == 0
+        && t.layout().start_offset().is_multiple_of(8)
 }
 
 /// `x` (.., cols) + `bias` (cols).
 pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if fusable(x) && bias.is_contiguous() && bias.dtype() == x.dtype() {
-        return Ok(super::kernels::bias_add(x, bias)?);
+        return Ok(super::cuda::bias_add(x, bias)?);
     }
     Ok(x.broadcast_add(bias)?)
-}
-
-/// silu(gate) * up.
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if fusable(gate)
-        && up.is_contiguous()
-        && up.dtype() == gate.dtype()
-        && up.shape() == gate.shape()
-    {
-        return Ok(super::kernels::swiglu(gate, up)?);
-    }
-    Ok((gate.silu()? * up)?)
 }
 
 /// Which keys each attention score row may see.
@@ -69,7 +56,11 @@ pub enum ScoreMask<'a> {
     Causal,
     /// Scores (segments, heads, len, len) of padded segments: segment s has `host[s]` real
     /// keys; `device` holds the same lengths as u32 on the scores' device.
-    Segments { host: &'a [u32], device: &'a Tensor },
+    Segments {
+        host: &'a [u32],
+        #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+        device: &'a Tensor,
+    },
 }
 
 /// softmax(scale * scores) along the last dimension, masked. The softmax accumulates in
@@ -79,7 +70,7 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: ScoreMask) -> Result<Te
     let (q_len, k_len) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     #[cfg(feature = "cuda")]
     if fusable(scores) {
-        use super::kernels::{RowMask, softmax_rows};
+        use super::cuda::{RowMask, softmax_rows};
         let (row_mask, lengths) = match mask {
             ScoreMask::All => (RowMask::None, None),
             ScoreMask::Causal => (
@@ -152,7 +143,7 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: ScoreMask) -> Result<Te
 pub fn rope_rows(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if fusable(x) && cos.is_contiguous() && sin.is_contiguous() && cos.dtype() == DType::F32 {
-        return Ok(super::kernels::rope_rows(x, cos, sin)?);
+        return Ok(super::cuda::rope_rows(x, cos, sin)?);
     }
     let dtype = x.dtype();
     let xf = x.to_dtype(DType::F32)?.unsqueeze(0)?.contiguous()?; // (1, rows, heads, dim)
@@ -189,16 +180,8 @@ pub fn qkv_epilogue(
         && rope.0.is_contiguous()
         && rope.1.is_contiguous()
     {
-        let all = super::kernels::qkv_epilogue(
-            x,
-            bias,
-            &rope.0,
-            &rope.1,
-            q_heads,
-            kv_heads,
-            dim,
-            seq.unwrap_or(0),
-        )?;
+        let heads = (q_heads, kv_heads, dim);
+        let all = super::cuda::qkv_epilogue(x, bias, rope, heads, seq.unwrap_or(0))?;
         let (nq, nkv) = (rows * q_heads * dim, rows * kv_heads * dim);
         return Ok((
             all.narrow(0, 0, nq)?.reshape(shape(q_heads))?,
@@ -236,7 +219,7 @@ pub fn qkv_epilogue(
 pub fn bias_swiglu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if fusable(x) && bias.is_contiguous() && x.rank() == 2 {
-        return Ok(super::kernels::bias_swiglu(x, bias)?);
+        return Ok(super::cuda::bias_swiglu(x, bias)?);
     }
     let half = x.dim(1)? / 2;
     let y = x.broadcast_add(bias)?;
@@ -254,7 +237,7 @@ pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Re
         && residual.is_contiguous()
         && residual.shape() == x.shape()
     {
-        return Ok(super::kernels::bias_residual(x, bias, residual)?);
+        return Ok(super::cuda::bias_residual(x, bias, residual)?);
     }
     Ok((residual + x.broadcast_add(bias)?)?)
 }

@@ -1,10 +1,10 @@
 //! Scaled dot-product attention and the small layers both towers share.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::Result;
-use super::fused::{self, ScoreMask};
+use super::ops::{self, ScoreMask};
 
 /// Largest attention score block materialized at once, in bytes.
 const MAX_SCORE_BYTES: usize = 256 << 20;
@@ -50,7 +50,7 @@ fn attention_block(
     scale: f64,
 ) -> Result<Tensor> {
     let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?;
-    let probs = fused::masked_softmax(&scores, scale, mask)?;
+    let probs = ops::masked_softmax(&scores, scale, mask)?;
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 
@@ -73,18 +73,13 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
-    /// From tensors already loaded.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
-    }
-
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let input = dims[dims.len() - 1];
         let rows = x.elem_count() / input.max(1);
         let y = x.reshape((rows, input))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => fused::bias_add(&y, b)?,
+            Some(b) => ops::bias_add(&y, b)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -164,9 +159,9 @@ impl GatedMlp {
         let hidden = dims[dims.len() - 1];
         let rows = x.elem_count() / hidden;
         let h = x.reshape((rows, hidden))?.matmul(&self.gate_up.t()?)?;
-        let gated = fused::bias_swiglu(&h, &self.gate_up_bias)?;
+        let gated = ops::bias_swiglu(&h, &self.gate_up_bias)?;
         let y = gated.matmul(&self.down.t()?)?;
-        let out = fused::bias_residual(
+        let out = ops::bias_residual(
             &y,
             self.down_bias.as_ref(),
             &residual.reshape((rows, hidden))?,
@@ -175,31 +170,8 @@ impl GatedMlp {
     }
 }
 
-/// RMSNorm as transformers' `Qwen2RMSNorm`: normalized in f32, then scaled.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: vb.get(size, "weight")?,
-            eps,
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // The fused kernel accumulates in f32 for every dtype; it scales before the final
-        // cast where transformers casts first, a difference of one bf16 rounding.
-        if x.is_contiguous() {
-            return Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)?);
-        }
-        let dtype = x.dtype();
-        let xf = x.to_dtype(DType::F32)?;
-        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xf.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?;
-        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
-    }
-}
+/// RMSNorm is candle's, which computes what transformers' `Qwen2RMSNorm` does: the mean of
+/// the squares in f32, then the scale (in f32 on the GPU; for bf16 on the CPU candle rounds
+/// the scale to bf16 first, but the CPU runs f32). It multiplies by the weight before the
+/// final cast where transformers casts first: one bf16 rounding apart.
+pub use candle_nn::{RmsNorm, rms_norm};

@@ -1,0 +1,281 @@
+// Attention without materialized scores (FlashAttention-2's scheme) for bf16 q, k, v with
+// tensor cores (mma.sync m16n8k16, f32 accumulation). One block of 4 warps per (64 query
+// rows, head, batch); each warp owns 16 query rows and walks the keys 64 at a time with an
+// online softmax in f32 (exp2 of scores pre-multiplied by scale * log2(e)). The probabilities
+// are rounded to bf16 for the product with v, as fused attention in PyTorch does.
+//
+// Element (b, h, i, d) of q is q[b * q_sb + h * q_sh + i * q_si + d] (q_strides), likewise for out; key
+// j < past comes from kp / vp (one batch, strides p_sh, p_si: a cached prefix), key
+// j >= past from k / v at row j - past. Query head h reads key head h / group. Query i is
+// row q_off + i; which keys it sees:
+//   causal: 0 .. past + q_off + i (inclusive);
+//   else:   lo[i] .. hi[i] (exclusive), from per-row tables (segments, windows).
+// Rows and keys are 16-byte aligned: strides and offsets are multiples of 8 values.
+#include "common.cuh"
+
+#include <stddef.h>
+
+// Strides, in values, of a (batch, heads, rows, dim) view whose rows are contiguous.
+struct Strides {
+    uint32_t batch, head, row;
+};
+
+// The kernel's arguments as one struct passed by value, as FlashAttention passes its
+// Flash_fwd_params. Its layout is fixed: src/model/cuda/flash.rs declares the same struct
+// (#[repr(C)], the same fields in the same order) and checks the same sizes and offsets.
+struct FlashParams {
+    const __nv_bfloat16 *q, *k, *v;  // queries, this call's keys and values
+    const __nv_bfloat16 *kp, *vp;    // the cached prefix's keys and values (one batch)
+    __nv_bfloat16 *out;
+    const uint32_t *lo, *hi;         // per-query key ranges; null when causal (never read)
+    uint32_t n_q, q_off, past, group;
+    int32_t causal;
+    float scale_log2;
+    Strides q_strides, k_strides, o_strides;
+    uint32_t past_head, past_row;    // strides of the cached prefix
+};
+static_assert(sizeof(Strides) == 12, "Strides must match src/model/cuda/flash.rs");
+static_assert(offsetof(FlashParams, n_q) == 64, "FlashParams must match src/model/cuda/flash.rs");
+static_assert(offsetof(FlashParams, q_strides) == 88, "FlashParams must match src/model/cuda/flash.rs");
+static_assert(offsetof(FlashParams, past_head) == 124, "FlashParams must match src/model/cuda/flash.rs");
+static_assert(sizeof(FlashParams) == 136, "FlashParams must match src/model/cuda/flash.rs");
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of
+// matrix l / 8 and receives, of each matrix, row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1
+// (or, transposed, column l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// 16 bytes from global to shared memory without passing through registers; zeros when
+// `real` is false (nothing is read then).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(real ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <int D> __device__ void flash_attention(const FlashParams &p) {
+    const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
+    __nv_bfloat16 *out = p.out;
+    const uint32_t *lo_rows = p.lo, *hi_rows = p.hi;
+    const uint32_t n_q = p.n_q, q_off = p.q_off, past = p.past, group = p.group;
+    const int causal = p.causal;
+    const float scale_log2 = p.scale_log2;
+    const uint32_t q_sb = p.q_strides.batch, q_sh = p.q_strides.head, q_si = p.q_strides.row;
+    const uint32_t k_sb = p.k_strides.batch, k_sh = p.k_strides.head, k_si = p.k_strides.row;
+    const uint32_t p_sh = p.past_head, p_si = p.past_row;
+    const uint32_t o_sb = p.o_strides.batch, o_sh = p.o_strides.head, o_si = p.o_strides.row;
+    // Key tiles of 64 rows, 32 for the widest heads, so that two stages of k and v stay
+    // within 48 KiB of shared memory: the next tile is copied in while this one is used.
+    constexpr int BM = 64, BN = D > 80 ? 32 : 64, KS = D + 8, CH = D / 8;
+    // Rows padded to D + 8 values so that the eight rows an ldmatrix reads fall in
+    // different banks. The q tile goes through ks first (2 * BN >= BM rows).
+    __shared__ __align__(16) __nv_bfloat16 ks[2 * BN * KS];
+    __shared__ __align__(16) __nv_bfloat16 vs[2 * BN * KS];
+    __shared__ uint32_t range[2];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+    // Causal blocks of later queries see more keys: they start first, so that the short
+    // ones fill the end of the grid.
+    const uint32_t tile = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = tile * BM;
+    const uint32_t kvh = h / group;
+    const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
+    const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
+    const uint64_t p_base = (uint64_t)kvh * p_sh;
+
+    if (tid == 0) {
+        range[0] = 0xffffffffu;
+        range[1] = 0;
+    }
+    __syncthreads();
+    if (tid < BM && m0 + tid < n_q) {
+        const uint32_t i = m0 + tid;
+        atomicMin(&range[0], causal ? 0u : lo_rows[i]);
+        atomicMax(&range[1], causal ? past + q_off + i + 1 : hi_rows[i]);
+    }
+    for (int c = tid; c < BM * CH; c += blockDim.x) {
+        const int r = c / CH, d8 = (c % CH) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (m0 + r < n_q) val = *reinterpret_cast<const uint4 *>(q + q_base + (uint64_t)(q_off + m0 + r) * q_si + d8);
+        *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = val;
+    }
+    __syncthreads();
+
+    // Row and column this lane addresses in an ldmatrix of four 8x8 matrices.
+    const int lrow = lane % 8, lmat = lane / 8;
+    const int r0 = warp * 16 + g;
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+        // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
+        ldmatrix_x4(qf[kc], &ks[(warp * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
+    }
+    uint32_t lo[2], hi[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const uint32_t i = m0 + r0 + 8 * x;
+        if (i >= n_q) {
+            lo[x] = hi[x] = 0;
+        } else if (causal) {
+            lo[x] = 0;
+            hi[x] = past + q_off + i + 1;
+        } else {
+            lo[x] = lo_rows[i];
+            hi[x] = hi_rows[i];
+        }
+    }
+    const uint32_t kmin = range[0], kmax = range[1];
+    __syncthreads();
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+
+    // k and v rows kb .. kb + BN into stage `st`, the 16-byte chunks of a row on
+    // neighbouring threads; rows at or past kmax are zeros.
+    auto load_tile = [&](uint32_t kb, int st) {
+        for (int c = tid; c < BN * CH; c += blockDim.x) {
+            const int r = c / CH, d8 = (c % CH) * 8;
+            const uint32_t j = kb + r;
+            const bool real = j < kmax;
+            const bool cached = real && j < past;
+            const uint64_t at = cached ? p_base + (uint64_t)j * p_si : real ? k_base + (uint64_t)(j - past) * k_si : k_base;
+            cp_async16(&ks[(st * BN + r) * KS + d8], (cached ? kp : k) + at + d8, real);
+            cp_async16(&vs[(st * BN + r) * KS + d8], (cached ? vp : v) + at + d8, real);
+        }
+    };
+    load_tile(kmin, 0);
+    cp_async_commit();
+    int st = 0;
+    for (uint32_t kb = kmin; kb < kmax; kb += BN, st ^= 1) {
+        if (kb + BN < kmax) load_tile(kb + BN, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const __nv_bfloat16 *kt = ks + st * BN * KS, *vt = vs + st * BN * KS;
+
+        // s = q k^T for this warp's 16 rows and the tile's keys, two key groups of 8 per
+        // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
+        float s[BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n += 2) {
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc) {
+                uint32_t kf[4];
+                ldmatrix_x4(kf, &kt[((n + lmat / 2) * 8 + lrow) * KS + kc * 16 + (lmat % 2) * 8]);
+                mma_bf16_16816(s[n], qf[kc], kf[0], kf[1]);
+                mma_bf16_16816(s[n + 1], qf[kc], kf[2], kf[3]);
+            }
+        }
+        // Keys outside a row's range become -inf; tiles wholly inside every range of the
+        // warp's rows (most of them) skip the comparisons.
+        const bool inside = __all_sync(0xffffffff, kb >= lo[0] && kb >= lo[1] && kb + BN <= hi[0] && kb + BN <= hi[1]);
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int x = e / 2;
+                if (!inside) {
+                    const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
+                    if (j < lo[x] || j >= hi[x]) s[n][e] = -INFINITY;
+                }
+                mx[x] = fmaxf(mx[x], s[n][e]);
+            }
+        }
+        float base[2];
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
+            const float m_new = fmaxf(m_run[x], mx[x] * scale_log2);
+            base[x] = m_new == -INFINITY ? 0.0f : m_new;
+            const float alpha = exp2f(m_run[x] - base[x]);
+            m_run[x] = m_new;
+            l_run[x] *= alpha;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                o[n][2 * x] *= alpha;
+                o[n][2 * x + 1] *= alpha;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(fmaf(s[n][e], scale_log2, -base[e / 2]));
+                s[n][e] = p;
+                l_run[e / 2] += p;
+            }
+        }
+        // o += p v: p from the score fragments, v through transposing ldmatrix:
+        // matrices (keys lo, dims n), (keys hi, dims n), (keys lo, dims n + 1), (keys hi, dims n + 1).
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; ++kc) {
+            const uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                                   pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                   pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t vf[4];
+                ldmatrix_x4_trans(vf, &vt[(kc * 16 + (lmat % 2) * 8 + lrow) * KS + (n + lmat / 2) * 8]);
+                mma_bf16_16816(o[n], a, vf[0], vf[1]);
+                mma_bf16_16816(o[n + 1], a, vf[2], vf[3]);
+            }
+        }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        float l = l_run[x];
+        l += __shfl_xor_sync(0xffffffff, l, 1);
+        l += __shfl_xor_sync(0xffffffff, l, 2);
+        const uint32_t i = m0 + r0 + 8 * x;
+        if (i >= n_q) continue;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            *reinterpret_cast<__nv_bfloat162 *>(&dst[n * 8 + t4 * 2]) =
+                __floats2bfloat162_rn(o[n][2 * x] * inv, o[n][2 * x + 1] * inv);
+        }
+    }
+}
+
+
+#define FLASH(D)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(128) flash_attention_d##D(const FlashParams p) { \
+        flash_attention<D>(p);                                                                   \
+    }
+
+FLASH(16)
+FLASH(64)
+FLASH(80)
+FLASH(128)

@@ -1,0 +1,76 @@
+// Rotary position embedding (rotate-half, f32 math), alone and as the epilogue of the fused
+// q/k/v projection.
+#include "common.cuh"
+
+// Rotate-half rotary embedding of x laid out (rows, heads, dim) with f32 cos/sin tables
+// (rows, dim / 2), computed in f32 (as transformers does for the vision tower).
+template <typename T>
+__device__ void rope_rows(const T *x, const float *cos, const float *sin, T *out, uint32_t rows, uint32_t heads, uint32_t dim) {
+    const uint32_t half = dim / 2;
+    const uint32_t n = rows * heads * half;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const uint32_t d = i % half;
+        const uint32_t rh = i / half;
+        const uint32_t r = rh / heads;
+        const uint32_t base = rh * dim;
+        const float c = cos[r * half + d], s = sin[r * half + d];
+        const float a = to_f(x[base + d]), b = to_f(x[base + d + half]);
+        out[base + d] = from_f<T>(a * c - b * s);
+        out[base + d + half] = from_f<T>(b * c + a * s);
+    }
+}
+
+// The epilogue of a fused q/k/v projection. Each row of `x` holds q (q_heads * dim), then
+// k and v (kv_heads * dim each), before bias. Writes q, k, v with their biases added and
+// rotary applied to q and k (rotate-half, f32 math, tables (rows, dim / 2) f32), laid out
+// either (rows, heads, dim) or, when seq > 0, (rows / seq, heads, seq, dim). One thread per
+// pair of dimensions (d, d + dim / 2).
+template <typename T>
+__device__ void qkv_epilogue(const T *x, const T *bias, const float *cos, const float *sin, T *q, T *k, T *v,
+                             uint32_t rows, uint32_t q_heads, uint32_t kv_heads, uint32_t dim, uint32_t seq) {
+    const uint32_t half = dim / 2;
+    const uint32_t heads = q_heads + 2 * kv_heads;
+    const uint32_t width = heads * dim;
+    const uint32_t n = rows * heads * half;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const uint32_t d = i % half;
+        const uint32_t rh = i / half;
+        const uint32_t h = rh % heads;
+        const uint32_t r = rh / heads;
+        const uint32_t col = h * dim + d;
+        float a = to_f(x[r * width + col]) + to_f(bias[col]);
+        float b = to_f(x[r * width + col + half]) + to_f(bias[col + half]);
+        T *dst;
+        uint32_t hh, nh;
+        if (h < q_heads) {
+            dst = q; hh = h; nh = q_heads;
+        } else if (h < q_heads + kv_heads) {
+            dst = k; hh = h - q_heads; nh = kv_heads;
+        } else {
+            dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
+        }
+        if (h < q_heads + kv_heads) {
+            const float c = cos[r * half + d], s = sin[r * half + d];
+            const float ra = a * c - b * s, rb = b * c + a * s;
+            a = ra;
+            b = rb;
+        }
+        const uint32_t base = seq > 0 ? (((r / seq) * nh + hh) * seq + r % seq) * dim : (r * nh + hh) * dim;
+        dst[base + d] = from_f<T>(a);
+        dst[base + d + half] = from_f<T>(b);
+    }
+}
+
+#define INSTANTIATE(T, SUFFIX)                                                                               \
+    extern "C" __global__ void rope_rows_##SUFFIX(const T *x, const float *c, const float *s, T *o,          \
+                                                  uint32_t rows, uint32_t heads, uint32_t dim) {             \
+        rope_rows<T>(x, c, s, o, rows, heads, dim);                                                          \
+    }                                                                                                        \
+    extern "C" __global__ void qkv_epilogue_##SUFFIX(const T *x, const T *b, const float *c, const float *s, \
+                                                     T *q, T *k, T *v, uint32_t rows, uint32_t qh,           \
+                                                     uint32_t kvh, uint32_t dim, uint32_t seq) {             \
+        qkv_epilogue<T>(x, b, c, s, q, k, v, rows, qh, kvh, dim, seq);                                       \
+    }
+
+INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE(float, f32)

@@ -1,0 +1,258 @@
+//! The flash-attention kernel of src/kernels/flash_attention.cu (`flash_attention_d*`):
+//! attention over per-row key ranges (the vision tower) or causal over a cached prefix (the
+//! language model), without materializing the scores.
+
+use candle_core::cuda::WrapErr;
+use candle_core::cuda::cudarc::driver::{
+    DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
+};
+use candle_core::{DType, Result, Shape, Tensor, bail};
+use half::bf16;
+
+use super::{FLASH_ATTENTION, Kernel, lock, output, tensor, view};
+
+/// Head sizes the fused flash-attention kernel is compiled for.
+const FLASH_DIMS: [usize; 4] = [16, 64, 80, 128];
+
+/// Whether [`flash_rows`] and [`flash_causal`] run for heads of `dim` values of `dtype`.
+pub fn flash_supported(dim: usize, dtype: DType) -> bool {
+    dtype == DType::BF16 && FLASH_DIMS.contains(&dim)
+}
+
+/// Strides, in values, of a (batch, heads, rows, dim) view with contiguous rows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Strides {
+    batch: u32,
+    head: u32,
+    row: u32,
+}
+
+impl Strides {
+    /// A contiguous (batch, heads, rows, dim) tensor.
+    fn heads_major(heads: usize, rows: usize, dim: usize) -> Self {
+        Strides {
+            batch: (heads * rows * dim) as u32,
+            head: (rows * dim) as u32,
+            row: dim as u32,
+        }
+    }
+
+    /// A contiguous (batch, rows, heads, dim) tensor.
+    fn rows_major(heads: usize, rows: usize, dim: usize) -> Self {
+        Strides {
+            batch: (rows * heads * dim) as u32,
+            head: dim as u32,
+            row: (heads * dim) as u32,
+        }
+    }
+}
+
+/// The kernel's arguments, passed by value as one struct: `FlashParams` of
+/// flash_attention.cu, field for field (device pointers are 64-bit there). See that file for
+/// what each means.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct FlashParams {
+    q: u64,
+    k: u64,
+    v: u64,
+    kp: u64,
+    vp: u64,
+    out: u64,
+    lo: u64,
+    hi: u64,
+    n_q: u32,
+    q_off: u32,
+    past: u32,
+    group: u32,
+    causal: i32,
+    scale_log2: f32,
+    q_strides: Strides,
+    k_strides: Strides,
+    o_strides: Strides,
+    past_head: u32,
+    past_row: u32,
+}
+
+// The same layout as flash_attention.cu asserts.
+const _: () = {
+    assert!(std::mem::size_of::<Strides>() == 12);
+    assert!(std::mem::offset_of!(FlashParams, n_q) == 64);
+    assert!(std::mem::offset_of!(FlashParams, q_strides) == 88);
+    assert!(std::mem::offset_of!(FlashParams, past_head) == 124);
+    assert!(std::mem::size_of::<FlashParams>() == 136);
+};
+
+// SAFETY: plain old data of the layout the kernel declares.
+unsafe impl DeviceRepr for FlashParams {}
+
+/// Fills in the device pointers of `params` and runs the kernel over `heads` x `batch`
+/// blocks of queries: `q`, `k`, `v`, the cached prefix `past` (or none), the per-query key
+/// ranges `ranges` (or none: causal). The output is a new tensor of `out_shape`.
+fn launch(
+    mut params: FlashParams,
+    (heads, batch): (usize, usize),
+    [q, k, v]: [&Tensor; 3],
+    past: Option<(&Tensor, &Tensor)>,
+    ranges: Option<(&Tensor, &Tensor)>,
+    out_shape: Shape,
+) -> Result<Tensor> {
+    let dim = q.dim(candle_core::D::Minus1)?;
+    if !flash_supported(dim, q.dtype()) {
+        bail!(
+            "flash attention runs on bf16 heads of {FLASH_DIMS:?} values, not {:?} x {dim}",
+            q.dtype()
+        );
+    }
+    // Without a prefix the kernel reads no key from kp / vp (past is 0).
+    let (pk, pv) = past.unwrap_or((k, v));
+    let inputs = lock([q, k, v, pk, pv]);
+    let mut views = Vec::with_capacity(5);
+    for (t, locked) in [q, k, v, pk, pv].iter().zip(&inputs) {
+        // The kernel reads rows of 8 values (16 bytes) at once.
+        if t.layout().start_offset() % 8 != 0 {
+            bail!("flash attention needs inputs aligned to 8 values");
+        }
+        views.push(view::<bf16>(locked)?);
+    }
+    let ranges = ranges.map(|(lo, hi)| lock([lo, hi]));
+    let ranges = match &ranges {
+        Some([lo, hi]) => Some([view::<u32>(lo)?, view::<u32>(hi)?]),
+        None => None,
+    };
+    let dev = q.device().as_cuda_device()?;
+    let mut out = output::<bf16>(dev, out_shape.elem_count())?;
+    let stream = dev.cuda_stream();
+    // Each pointer's guard orders the kernel after earlier writes of its memory (where
+    // candle tracks them); they are dropped once the launch is queued.
+    let mut guards = Vec::with_capacity(8);
+    [params.q, params.k, params.v, params.kp, params.vp] =
+        [0, 1, 2, 3, 4].map(|i| keep(&mut guards, views[i].device_ptr(&stream)));
+    // Left null in causal mode: the kernel then computes the ranges and never reads these.
+    if let Some([lo, hi]) = &ranges {
+        params.lo = keep(&mut guards, lo.device_ptr(&stream));
+        params.hi = keep(&mut guards, hi.device_ptr(&stream));
+    }
+    params.out = keep(&mut guards, out.device_ptr_mut(&stream));
+    let cfg = LaunchConfig {
+        grid_dim: (params.n_q.div_ceil(64), heads as u32, batch as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let kernel = Kernel::load(dev, FLASH_ATTENTION, &format!("flash_attention_d{dim}"))?;
+    let mut args = kernel.args();
+    args.arg(&params);
+    // SAFETY: the parameters match the kernel's `FlashParams`; the callers checked the
+    // shapes, and every key and query index the kernel forms is inside them.
+    unsafe { args.launch(cfg) }.w()?;
+    drop(guards);
+    Ok(tensor(out, dev, out_shape))
+}
+
+/// The pointer of a `device_ptr` answer, its guard kept in `guards`.
+fn keep<'a>(guards: &mut Vec<SyncOnDrop<'a>>, (ptr, guard): (u64, SyncOnDrop<'a>)) -> u64 {
+    guards.push(guard);
+    ptr
+}
+
+/// Parameters for queries of `n_q` rows seeing keys in groups of `group` heads, without
+/// pointers (null) or a cached prefix yet.
+fn params(n_q: usize, group: usize, scale: f32, [q, k, o]: [Strides; 3]) -> FlashParams {
+    FlashParams {
+        n_q: n_q as u32,
+        group: group as u32,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+        q_strides: q,
+        k_strides: k,
+        o_strides: o,
+        ..FlashParams::default()
+    }
+}
+
+/// Attention of `q`, `k`, `v` (rows, heads, dim), bf16 and contiguous, where query i sees
+/// keys `lo[i]` .. `hi[i]` (u32, one per row, on the same GPU). Returns (rows, heads, dim).
+pub fn flash_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    lo: &Tensor,
+    hi: &Tensor,
+    scale: f32,
+) -> Result<Tensor> {
+    let (rows, heads, dim) = q.dims3()?;
+    if k.dims3()? != (rows, heads, dim) || v.dims3()? != (rows, heads, dim) {
+        bail!("flash attention: q, k and v differ in shape");
+    }
+    if lo.elem_count() != rows || hi.elem_count() != rows {
+        bail!("flash attention: one key range per query row is needed");
+    }
+    if q.elem_count() > u32::MAX as usize {
+        bail!("flash attention: too many rows for 32-bit strides");
+    }
+    let strides = Strides::rows_major(heads, rows, dim);
+    let params = params(rows, 1, scale, [strides; 3]);
+    let out_shape = Shape::from((rows, heads, dim));
+    launch(
+        params,
+        (heads, 1),
+        [q, k, v],
+        None,
+        Some((lo, hi)),
+        out_shape,
+    )
+}
+
+/// Causal attention of the queries `q_off` .. `q_off + n_q` of `q` (batch, heads, len, dim)
+/// over a cached prefix `past` ((1, kv_heads, past_len, dim) each, shared by the batch) and
+/// `k`, `v` (batch, kv_heads, len, dim); all bf16 and contiguous. Query i sees the prefix
+/// and keys 0 ..= q_off + i. Returns (batch, n_q, heads * dim).
+pub fn flash_causal(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    past: Option<(&Tensor, &Tensor)>,
+    q_off: usize,
+    n_q: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    let (batch, heads, len, dim) = q.dims4()?;
+    let (kb, kv_heads, klen, kdim) = k.dims4()?;
+    if (kb, klen, kdim) != (batch, len, dim) || v.dims4()? != k.dims4()? {
+        bail!("flash attention: k and v do not match q");
+    }
+    if kv_heads == 0 || heads % kv_heads != 0 || q_off + n_q > len {
+        bail!("flash attention: bad head counts or query range");
+    }
+    if let Some((pk, pv)) = past {
+        let (one, ph, _, pd) = pk.dims4()?;
+        if (one, ph, pd) != (1, kv_heads, dim) || pv.dims4()? != pk.dims4()? {
+            bail!("flash attention: the cached prefix does not match k and v");
+        }
+        if pk.elem_count() > u32::MAX as usize {
+            bail!("flash attention: the cached prefix is too long for 32-bit strides");
+        }
+    }
+    if q.elem_count() > u32::MAX as usize {
+        bail!("flash attention: too many rows for 32-bit strides");
+    }
+    let mut params = params(
+        n_q,
+        heads / kv_heads,
+        scale,
+        [
+            Strides::heads_major(heads, len, dim),
+            Strides::heads_major(kv_heads, len, dim),
+            Strides::rows_major(heads, n_q, dim),
+        ],
+    );
+    params.causal = 1;
+    params.q_off = q_off as u32;
+    if let Some((pk, _)) = past {
+        let past_len = pk.dim(2)?;
+        (params.past, params.past_head, params.past_row) =
+            (past_len as u32, (past_len * dim) as u32, dim as u32);
+    }
+    let out_shape = Shape::from((batch, n_q, heads * dim));
+    launch(params, (heads, batch), [q, k, v], past, None, out_shape)
+}

@@ -1,0 +1,408 @@
+//! What `lychee-rerank bench --ops` measures: single operations at the model's shapes,
+//! candle's own and the model's fused steps and CUDA kernels, to find operations that run
+//! far from the device's limits; flash attention is also checked against an f32 reference.
+
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+
+use super::layers::attention;
+use super::ops::{ScoreMask, masked_softmax};
+
+/// One measured operation.
+#[derive(Debug, Clone)]
+pub struct OpTiming {
+    pub name: String,
+    /// Microseconds per call.
+    pub micros: f64,
+    /// The rate it reached, or what it was compared with.
+    pub detail: String,
+}
+
+impl OpTiming {
+    fn new(name: impl Into<String>, micros: f64, detail: String) -> Self {
+        OpTiming {
+            name: name.into(),
+            micros,
+            detail,
+        }
+    }
+}
+
+fn time(
+    device: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> candle_core::Result<Tensor>,
+) -> candle_core::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    device.synchronize()?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    device.synchronize()?;
+    Ok(start.elapsed().as_secs_f64() * 1e6 / reps as f64)
+}
+
+/// Times the operations on `device` in `dtype`, handing each result to `report` as it comes.
+/// A flash-attention result beyond bf16 rounding of the reference is an error.
+pub fn bench_ops(
+    device: &Device,
+    dtype: DType,
+    mut report: impl FnMut(OpTiming),
+) -> candle_core::Result<()> {
+    let reps = 50;
+    let rows = 4000;
+    let x = Tensor::randn(0f32, 1.0, (rows, 1280), device)?.to_dtype(dtype)?;
+    let w_up = Tensor::randn(0f32, 0.02, (3420, 1280), device)?.to_dtype(dtype)?;
+    let w_up_pad = Tensor::randn(0f32, 0.02, (3424, 1280), device)?.to_dtype(dtype)?;
+    let w_qkv = Tensor::randn(0f32, 0.02, (3840, 1280), device)?.to_dtype(dtype)?;
+    let bias = Tensor::randn(0f32, 0.02, 3420, device)?.to_dtype(dtype)?;
+    let h = Tensor::randn(0f32, 1.0, (rows, 3420), device)?.to_dtype(dtype)?;
+    let x2 = Tensor::randn(0f32, 1.0, (1060, 3584), device)?.to_dtype(dtype)?;
+    let w_gate = Tensor::randn(0f32, 0.02, (18944, 3584), device)?.to_dtype(dtype)?;
+    let norm_w = Tensor::ones(1280, dtype, device)?;
+    let scores = Tensor::randn(0f32, 1.0, (63, 16, 64, 64), device)?.to_dtype(dtype)?;
+    let big_scores = Tensor::randn(0f32, 1.0, (1, 8, 4000, 4000), device)?.to_dtype(dtype)?;
+    let qw = Tensor::randn(0f32, 1.0, (63, 16, 64, 80), device)?.to_dtype(dtype)?;
+    let idx = Tensor::arange(0u32, rows as u32, device)?;
+    let tq = Tensor::randn(0f32, 1.0, (1, 28, 1060, 128), device)?.to_dtype(dtype)?;
+    let tk = Tensor::randn(0f32, 1.0, (1, 28, 1120, 128), device)?.to_dtype(dtype)?;
+    let tp = Tensor::randn(0f32, 1.0, (1, 28, 1060, 1120), device)?.to_dtype(dtype)?;
+    let fq = Tensor::randn(0f32, 1.0, (1, 8, 4000, 80), device)?.to_dtype(dtype)?;
+    let fq16 = Tensor::randn(0f32, 1.0, (1, 16, 4000, 80), device)?.to_dtype(dtype)?;
+    let fsm = |t: &Tensor, m: ScoreMask| -> candle_core::Result<Tensor> {
+        masked_softmax(t, 0.1, m).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let attn_full = || -> candle_core::Result<Tensor> {
+        attention(&fq16, &fq16, &fq16, ScoreMask::All, 0.1)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let flops = |m: usize, n: usize, k: usize, us: f64| 2.0 * (m * n * k) as f64 / us / 1e6;
+    let gbs = |bytes: usize, us: f64| bytes as f64 / us / 1e3;
+    let e = dtype.size_in_bytes();
+    let rows_out: Vec<(&str, f64)> = vec![
+        (
+            "matmul 4000x1280 @ 1280x3420 (w.t)",
+            time(device, reps, || x.matmul(&w_up.t()?))?,
+        ),
+        (
+            "matmul 4000x1280 @ 1280x3424 (w.t)",
+            time(device, reps, || x.matmul(&w_up_pad.t()?))?,
+        ),
+        (
+            "matmul 4000x1280 @ 1280x3840 (w.t)",
+            time(device, reps, || x.matmul(&w_qkv.t()?))?,
+        ),
+        (
+            "matmul 1060x3584 @ 3584x18944 (w.t)",
+            time(device, reps, || x2.matmul(&w_gate.t()?))?,
+        ),
+        (
+            "broadcast_add bias 4000x3420",
+            time(device, reps, || h.broadcast_add(&bias))?,
+        ),
+        ("silu 4000x3420", time(device, reps, || h.silu())?),
+        ("mul 4000x3420", time(device, reps, || &h * &h)?),
+        (
+            "rms_norm 4000x1280",
+            time(device, reps, || candle_nn::ops::rms_norm(&x, &norm_w, 1e-6))?,
+        ),
+        (
+            "softmax 63x16x64x64",
+            time(device, reps, || candle_nn::ops::softmax_last_dim(&scores))?,
+        ),
+        (
+            "softmax 8x4000x4000",
+            time(device, 10, || candle_nn::ops::softmax_last_dim(&big_scores))?,
+        ),
+        (
+            "bmm 1008 x (64x80 @ 80x64)",
+            time(device, reps, || qw.matmul(&qw.t()?))?,
+        ),
+        (
+            "to_dtype f32 4000x3420",
+            time(device, reps, || h.to_dtype(DType::F32))?,
+        ),
+        (
+            "index_select rows 4000x1280",
+            time(device, reps, || x.index_select(&idx, 0))?,
+        ),
+        (
+            "transpose+contiguous 4000x1280",
+            time(device, reps, || {
+                x.reshape((rows, 16, 80))?.transpose(0, 1)?.contiguous()
+            })?,
+        ),
+        (
+            "sum_keepdim 4000x3420",
+            time(device, reps, || h.sum_keepdim(D::Minus1))?,
+        ),
+        (
+            "bmm 28 x (1060x128 @ 128x1120)",
+            time(device, reps, || tq.matmul(&tk.t()?))?,
+        ),
+        (
+            "bmm 28 x (1060x1120 @ 1120x128)",
+            time(device, reps, || tp.matmul(&tk))?,
+        ),
+        (
+            "fused softmax causal 28x1060x1120",
+            time(device, reps, || fsm(&tp, ScoreMask::Causal))?,
+        ),
+        (
+            "candle softmax 28x1060x1120",
+            time(device, reps, || candle_nn::ops::softmax_last_dim(&tp))?,
+        ),
+        (
+            "fused softmax 8x4000x4000",
+            time(device, 10, || fsm(&big_scores, ScoreMask::All))?,
+        ),
+        (
+            "bmm 8 x (4000x80 @ 80x4000)",
+            time(device, 10, || fq.matmul(&fq.t()?))?,
+        ),
+        (
+            "attention full 16 heads 4000x80",
+            time(device, 10, attn_full)?,
+        ),
+    ];
+    #[cfg(feature = "cuda")]
+    {
+        let bounds: Vec<u32> = (0..=63u32).map(|i| i * 64).collect();
+        let bounds = Tensor::new(bounds.as_slice(), device)?;
+        let wq = Tensor::randn(0f32, 1.0, (4032, 16, 80), device)?.to_dtype(dtype)?;
+        let us = time(device, reps, || {
+            super::cuda::segment_attention(&wq, &wq, &wq, &bounds, 64, 0.1)
+        })?;
+        let name = "fused window attention 63 x 16 x 64x80";
+        report(OpTiming::new(name, us, String::new()));
+    }
+    for (name, us) in rows_out {
+        let rate = if name.starts_with("matmul") {
+            let dims: Vec<usize> = name
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            format!("{:.0} TFLOP/s", flops(dims[0], dims[3], dims[1], us))
+        } else if name.contains("4000x3420") {
+            format!(
+                "{:.0} GB/s (1 read + 1 write)",
+                gbs(2 * 4000 * 3420 * e, us)
+            )
+        } else {
+            String::new()
+        };
+        report(OpTiming::new(name, us, rate));
+    }
+    #[cfg(feature = "cuda")]
+    if dtype == DType::BF16 {
+        flash::run(device, &mut report)?;
+    }
+    Ok(())
+}
+
+/// The flash-attention kernel at the model's shapes: its largest difference from an f32
+/// reference that materializes the scores, and its time against the materialized bf16
+/// path it replaces. A difference beyond bf16 rounding fails the command.
+#[cfg(feature = "cuda")]
+mod flash {
+    use candle_core::{DType, Device, Result, Tensor};
+
+    use super::{OpTiming, time};
+    use crate::model::cuda;
+    use crate::model::layers::attention;
+    use crate::model::ops::ScoreMask;
+
+    /// Largest allowed |flash - reference| for outputs of unit-variance inputs: a few bf16
+    /// roundings of values below 4.
+    const TOLERANCE: f32 = 0.05;
+
+    fn msg(e: impl std::fmt::Display) -> candle_core::Error {
+        candle_core::Error::Msg(e.to_string())
+    }
+
+    fn randn(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(DType::BF16)
+    }
+
+    /// softmax(q k^T * scale) v in f32 for (heads, n, d) q and (heads, m, d) k, v, where
+    /// `allowed` (n, m; u8) says which keys each query sees.
+    fn reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        allowed: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let (q, k, v) = (
+            q.to_dtype(DType::F32)?,
+            k.to_dtype(DType::F32)?,
+            v.to_dtype(DType::F32)?,
+        );
+        let s = (q.matmul(&k.t()?)? * scale)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, s.shape(), s.device())?;
+        let s = allowed.broadcast_as(s.shape())?.where_cond(&s, &neg)?;
+        candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    }
+
+    /// The flash kernel's time and rate, the time of the path it replaces and its largest
+    /// difference from the reference, which must stay within bf16 rounding.
+    fn timing(name: &str, flops: f64, flash_us: f64, old_us: f64, diff: f32) -> Result<OpTiming> {
+        if diff.is_nan() || diff > TOLERANCE {
+            candle_core::bail!(
+                "flash attention differs from the f32 reference by {diff} in {name}"
+            );
+        }
+        let detail = format!(
+            "flash ({:.0} TFLOP/s)  materialized {old_us:>8.1} us  max |diff| vs f32 {diff:.4}",
+            flops / flash_us / 1e6
+        );
+        Ok(OpTiming::new(name, flash_us, detail))
+    }
+
+    /// Rows 0..n in segments given by `bounds`: per-row key ranges and the (n, n) mask.
+    fn segments(bounds: &[u32], device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = *bounds.last().unwrap_or(&0) as usize;
+        let (mut lo, mut hi) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for b in bounds.windows(2) {
+            for _ in b[0]..b[1] {
+                lo.push(b[0]);
+                hi.push(b[1]);
+            }
+        }
+        let mut allowed = vec![0u8; n * n];
+        for i in 0..n {
+            for j in lo[i]..hi[i] {
+                allowed[i * n + j as usize] = 1;
+            }
+        }
+        Ok((
+            Tensor::from_vec(lo, n, device)?,
+            Tensor::from_vec(hi, n, device)?,
+            Tensor::from_vec(allowed, (n, n), device)?,
+        ))
+    }
+
+    pub fn run(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
+        let scale = 80f64.powf(-0.5);
+        // The vision tower: 16 heads of 80, 3 996 patches (a 1024x768 photo), first as one
+        // segment (the full-attention blocks), then in windows of at most 64 rows.
+        let rows = 3996;
+        let (q, k, v) = (
+            randn(&[rows, 16, 80], device)?,
+            randn(&[rows, 16, 80], device)?,
+            randn(&[rows, 16, 80], device)?,
+        );
+        let heads_first = |t: &Tensor| t.transpose(0, 1)?.contiguous();
+        let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
+        let mut windows: Vec<u32> = (0..=62u32).map(|i| i * 64).collect();
+        windows.push(rows as u32);
+        for (name, bounds) in [
+            ("vision full 16 x 3996x80", vec![0, rows as u32]),
+            ("vision windows 16 x 3996x80", windows),
+        ] {
+            let (lo, hi, allowed) = segments(&bounds, device)?;
+            let flash = || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32);
+            let out = heads_first(&flash()?)?;
+            let diff = max_diff(&out, &reference(&qh, &kh, &vh, &allowed, scale)?)?;
+            let flash_us = time(device, 20, flash)?;
+            let old_us = if bounds.len() == 2 {
+                time(device, 20, || {
+                    attention(
+                        &qh.unsqueeze(0)?,
+                        &kh.unsqueeze(0)?,
+                        &vh.unsqueeze(0)?,
+                        ScoreMask::All,
+                        scale,
+                    )
+                    .map_err(msg)
+                })?
+            } else {
+                let b = Tensor::new(bounds.as_slice(), device)?;
+                time(device, 20, || {
+                    cuda::segment_attention(&q, &k, &v, &b, 64, scale as f32)
+                })?
+            };
+            let pairs: f64 = bounds
+                .windows(2)
+                .map(|b| ((b[1] - b[0]) as f64).powi(2))
+                .sum();
+            report(timing(
+                name,
+                4.0 * pairs * 16.0 * 80.0,
+                flash_us,
+                old_us,
+                diff,
+            )?);
+        }
+
+        // The language model: 28 query heads and 4 key heads of 128, a cached prefix of 54
+        // tokens and a photo's 1 006 tokens, causal; then only the last query.
+        let scale = 128f64.powf(-0.5);
+        let (past, len) = (54, 1006);
+        let q = randn(&[1, 28, len, 128], device)?;
+        let (k, v) = (
+            randn(&[1, 4, len, 128], device)?,
+            randn(&[1, 4, len, 128], device)?,
+        );
+        let (pk, pv) = (
+            randn(&[1, 4, past, 128], device)?,
+            randn(&[1, 4, past, 128], device)?,
+        );
+        let repeat = |p: &Tensor, t: &Tensor| -> Result<Tensor> {
+            candle_transformers::utils::repeat_kv(Tensor::cat(&[p, t], 2)?, 7)?.contiguous()
+        };
+        let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+        let total = past + len;
+        for (name, q_off, n_q) in [
+            ("text causal 28 x 1006 (+54 cached) x128", 0, len),
+            ("text last query 28 x 1 (+1059) x128", len - 1, 1),
+        ] {
+            let mut allowed = vec![0u8; n_q * total];
+            for i in 0..n_q {
+                for j in 0..=past + q_off + i {
+                    allowed[i * total + j] = 1;
+                }
+            }
+            let allowed = Tensor::from_vec(allowed, (n_q, total), device)?;
+            let qs = q.narrow(2, q_off, n_q)?.contiguous()?;
+            let flash =
+                || cuda::flash_causal(&q, &k, &v, Some((&pk, &pv)), q_off, n_q, scale as f32);
+            let out = flash()?.reshape((1, n_q, 28, 128))?.transpose(1, 2)?;
+            let want = reference(
+                &qs.squeeze(0)?,
+                &ka.squeeze(0)?,
+                &va.squeeze(0)?,
+                &allowed,
+                scale,
+            )?;
+            let diff = max_diff(&out.squeeze(0)?, &want)?;
+            let flash_us = time(device, 20, flash)?;
+            let old_us = time(device, 20, || {
+                let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+                attention(&qs, &ka, &va, ScoreMask::Causal, scale).map_err(msg)
+            })?;
+            let pairs: f64 = (0..n_q).map(|i| (past + q_off + i + 1) as f64).sum();
+            report(timing(
+                name,
+                4.0 * pairs * 28.0 * 128.0,
+                flash_us,
+                old_us,
+                diff,
+            )?);
+        }
+        Ok(())
+    }
+}
