@@ -10,7 +10,17 @@ use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::scores::CacheError;
+
+/// Why a database is unusable for a call (the work goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
 
 /// What a database is: its name for the user, its marks and its tables.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,7 @@ use std::time::UNIX_EPOCH;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::{DatabaseKind, HashMemo, open_database};
-pub use super::db::{FileStamp, content_hash, hash_file};
+pub use super::db::{CacheError, FileStamp, content_hash, hash_file};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,17 +35,6 @@ const KIND: DatabaseKind = DatabaseKind {
 
 /// File name of the database in the cache folder.
 pub const DATABASE_FILE: &str = "scores.sqlite3";
-
-/// Why the cache is unusable for a call (the ranking goes on without it).
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("score cache: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("score cache: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("score cache: {0}")]
-    Json(#[from] serde_json::Error),
-}
 
 /// The score cache.
 pub struct ScoreCache {

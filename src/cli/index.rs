@@ -97,7 +97,7 @@ pub fn index_photos(
                 Some(Mutex::new(store))
             }
             Err(e) => {
-                eprintln!("warning: {e}; indexing without it");
+                eprintln!("warning: the index cannot be used ({e}); indexing without it");
                 None
             }
         }

@@ -116,7 +116,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
                 Some(std::sync::Mutex::new(cache))
             }
             Err(e) => {
-                eprintln!("warning: {e}; ranking without it");
+                eprintln!("warning: the score cache cannot be used ({e}); ranking without it");
                 None
             }
         }

@@ -345,7 +345,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.emit(Event::Warning {
-                        text: format!("{e}; rankings are not cached"),
+                        text: format!("The score cache cannot be used ({e}); rankings are not cached"),
                     });
                     None
                 }
