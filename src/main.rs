@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Some(Command::BenchIndex(args)) => cli::bench_index::run(args),
         Some(Command::Download(args)) => cli::download::run(args),
         #[cfg(feature = "gui")]
-        None => lychee_rerank::app::run(cli.paths, cli.model),
+        None => lychee_rerank::app::run(cli.paths, cli.model, cli.embedder),
         #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;

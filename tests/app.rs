@@ -45,6 +45,16 @@ fn harness_with(
     model: String,
     hub: Option<HubConfig>,
 ) -> Harness<'static, LycheeApp> {
+    harness_full(cache, model, hub, None)
+}
+
+/// The window with the tiny judge and, when given, a first-stage embedder.
+fn harness_full(
+    cache: &Path,
+    model: String,
+    hub: Option<HubConfig>,
+    embedder: Option<PathBuf>,
+) -> Harness<'static, LycheeApp> {
     let cache = cache.to_path_buf();
     Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
@@ -61,11 +71,14 @@ fn harness_with(
                 None,
                 AppOptions {
                     paths: Vec::new(),
-                    cache_dir: cache,
+                    cache_dir: cache.clone(),
                     model: Some(model),
                     load_model: true,
                     hub,
                     score_cache: None,
+                    load_embedder: embedder.is_some(),
+                    embedder: embedder.map(|e| e.to_string_lossy().into_owned()),
+                    index: Some(cache.join("index.sqlite3")),
                 },
             )
         })
@@ -131,7 +144,7 @@ fn a_dropped_folder_ranks_like_the_rank_command() {
     wait_for(&mut h, "the ranking", |a| {
         a.session.run.as_ref().is_some_and(|r| !r.active())
     });
-    let app_order = names(h.state_mut().ranked());
+    let app_order = names(&h.state_mut().ranked());
 
     let out = Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
         .args(["rank", "--json", "--query", QUERY, "--model"])
@@ -279,8 +292,13 @@ fn a_fresh_start_downloads_the_model_then_it_is_ready() {
         h.state().session.model,
         ModelStatus::Missing { .. }
     ));
-    h.get(by().label_contains("will be downloaded once from"));
-    h.get(by().label_contains("Download")).click();
+    h.get(
+        by().label_contains(
+            "The model vec-ai/tiny-lychee (several GB) will be downloaded once from",
+        ),
+    );
+    // (the embedder, not loaded in this test, offers its own download below)
+    h.get(by().label("Download several GB")).click();
     h.step();
     wait_for(&mut h, "the download and the model", |a| {
         matches!(a.session.model, ModelStatus::Ready(_))
@@ -315,7 +333,17 @@ fn clear_all_stops_the_ranking_it_leaves_behind() {
     wait_for(&mut h, "a few scores", |a| {
         a.session.run.as_ref().is_some_and(|r| r.done >= 3)
     });
-    let cancel = Arc::clone(&h.state().session.run.as_ref().unwrap().handle.cancel);
+    let cancel = Arc::clone(
+        &h.state()
+            .session
+            .run
+            .as_ref()
+            .unwrap()
+            .handle
+            .as_ref()
+            .unwrap()
+            .cancel,
+    );
     h.get_by_label("Clear all").click();
     h.step();
     assert!(
@@ -367,4 +395,108 @@ fn a_photo_without_a_preview_says_why() {
     }
     // the broken photo's tile names the reason
     h.get(by().label_contains(&format!("broken.jpg · no preview: {reason}")));
+}
+
+#[test]
+fn two_stages_show_the_first_guess_then_the_judges_order() {
+    let cache = tempfile::tempdir().unwrap();
+    let embedder = common::fixtures().join("tiny-siglip");
+    let mut h = harness_full(
+        cache.path(),
+        common::model_dir().to_string_lossy().into_owned(),
+        None,
+        Some(embedder.clone()),
+    );
+    wait_for(&mut h, "the model and the embedder", |a| {
+        matches!(a.session.model, ModelStatus::Ready(_)) && a.session.index.ready()
+    });
+    h.get(by().label_contains("Index (first stage)"));
+    h.state_mut().state.shortlist = 4;
+    drop_folder(&mut h, &common::photo_dir());
+    wait_for(&mut h, "the library to be indexed", |a| {
+        a.session.index.complete()
+    });
+    let n = common::reference().photos.len();
+    h.get(by().label_contains(&format!("{n} of {n} photos indexed")));
+    type_query(&mut h);
+    h.get_by_label("Rerank").click();
+    h.step();
+    wait_for(&mut h, "the first stage", |a| {
+        a.session
+            .run
+            .as_ref()
+            .is_some_and(|r| r.first_stage.is_some())
+    });
+    // every photo is shown at once, in the first stage's order, as a first guess
+    assert_eq!(h.state_mut().ranked().len(), n);
+    h.get(by().label_contains("First guess #5 ·"));
+    wait_for(&mut h, "the judge", |a| {
+        a.session.run.as_ref().is_some_and(|r| !r.active())
+    });
+    assert_eq!(
+        h.state().session.outcomes.len(),
+        4,
+        "the judge saw the shortlist only"
+    );
+
+    // the same as the command line's two stages
+    let out = Command::new(env!("CARGO_BIN_EXE_lychee-rerank"))
+        .env("LYCHEE_CACHE_DIR", cache.path().join("cli"))
+        .args([
+            "rank",
+            "--json",
+            "--no-cache",
+            "--shortlist",
+            "4",
+            "--query",
+            QUERY,
+        ])
+        .arg("--embedder")
+        .arg(&embedder)
+        .arg("--model")
+        .arg(common::model_dir())
+        .arg(common::photo_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli_order: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            Path::new(v["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let app_order = names(&h.state_mut().ranked());
+    assert_eq!(
+        app_order[..4],
+        cli_order[..],
+        "judged photos first, best first"
+    );
+    assert_eq!(
+        app_order.len(),
+        n,
+        "the rest stay reachable, in the first stage's order"
+    );
+
+    // the best photo's model output shows both stages
+    h.get(by().label_contains("Rank 1 ·")).click();
+    h.run_steps(3);
+    h.get_by_label("First-stage rank");
+    h.get_by_label("First-stage similarity");
+    h.key_press(egui::Key::Escape);
+    h.state_mut().session.inspect = None;
+    h.step();
+
+    // "show more" judges the next four
+    h.get(by().label_contains("Show more (judge the next 4)"))
+        .click();
+    h.step();
+    wait_for(&mut h, "the next four", |a| {
+        a.session.run.as_ref().is_some_and(|r| !r.active()) && a.session.outcomes.len() == 8
+    });
 }

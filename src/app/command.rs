@@ -20,9 +20,13 @@ pub enum UiCommand {
     SetQueryImage(Option<PathBuf>),
     /// Load the model named by a folder or a Hub id.
     LoadModel(String),
-    /// Download the model named in the settings.
-    StartDownload,
-    CancelDownload,
+    /// Load the first-stage embedder named by a folder or a Hub id.
+    LoadEmbedder(String),
+    /// Download the model (or embedder) named in the settings.
+    StartDownload(ModelRole),
+    CancelDownload(ModelRole),
+    /// Judge the first stage's next photos.
+    ShowMore,
     OpenDialog(DialogKind),
     Export(PathBuf, ExportFormat),
     /// Copy the selected (or shown) photos into a folder.
@@ -32,6 +36,15 @@ pub enum UiCommand {
     ToggleSelection(PathBuf),
     ClearSelection,
     Photo(PhotoAction, PathBuf),
+}
+
+/// Which of the two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelRole {
+    /// Lychee-rerank-mm, the judge.
+    Judge,
+    /// The first stage's embedder.
+    Embedder,
 }
 
 /// What every photo offers.
@@ -52,6 +65,7 @@ pub enum DialogKind {
     AddFolder,
     QueryImage,
     ModelFolder,
+    EmbedderFolder,
     ExportCsv,
     ExportJson,
     CopyTo,

@@ -36,6 +36,10 @@ impl DialogKind {
                 .set_title("Choose a model folder")
                 .pick_folder()
                 .map(|p: PathBuf| UiCommand::LoadModel(p.to_string_lossy().into_owned())),
+            DialogKind::EmbedderFolder => dialog
+                .set_title("Choose an embedder folder (SigLIP or SigLIP 2)")
+                .pick_folder()
+                .map(|p: PathBuf| UiCommand::LoadEmbedder(p.to_string_lossy().into_owned())),
             DialogKind::ExportCsv => dialog
                 .set_title("Save the ranking as CSV")
                 .set_file_name("ranking.csv")

@@ -6,14 +6,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::command::{PhotoAction, UiCommand};
+use super::command::{ModelRole, PhotoAction, UiCommand};
 use super::dialogs::Dialogs;
+use super::index_status::EmbedderStatus;
 use super::model_panel::{ModelView, model_ui};
 use super::output::{OutputView, model_output_ui};
 use super::results::GridView;
 use super::run::{Outcome, Run};
 use super::runtime::Runtime;
-use super::session::{ModelStatus, Session};
+use super::session::{ModelStatus, NextStep, Session};
 use super::sidebar::SidebarView;
 use super::state::AppState;
 use super::textures::Thumbnails;
@@ -21,7 +22,7 @@ use crate::hub::download::{HubConfig, ModelDownload};
 use crate::hub::{HubError, ModelSource, resolve_local};
 use crate::library::export::{start_copy, start_export};
 use crate::model::device::DevicePreference;
-use crate::worker::{Command, InferenceThread, RankRequest};
+use crate::worker::{Command, IndexCommand, IndexThread, InferenceThread, RankRequest};
 
 /// How the window is started.
 #[derive(Debug, Clone)]
@@ -38,6 +39,12 @@ pub struct AppOptions {
     pub hub: HubConfig,
     /// The score cache database (None: no cache).
     pub score_cache: Option<PathBuf>,
+    /// The first-stage embedder to load at start instead of the saved setting.
+    pub embedder: Option<String>,
+    /// Whether to load the embedder at start.
+    pub load_embedder: bool,
+    /// The index file (None: photos are indexed for this session only).
+    pub index: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -49,6 +56,9 @@ impl Default for AppOptions {
             load_model: true,
             hub: HubConfig::from_env(),
             score_cache: Some(crate::cache::scores::ScoreCache::default_path()),
+            embedder: None,
+            load_embedder: true,
+            index: Some(crate::index::IndexStore::default_path()),
         }
     }
 }
@@ -77,6 +87,9 @@ impl LycheeApp {
         if let Some(model) = &options.model {
             state.model = model.clone();
         }
+        if let Some(embedder) = &options.embedder {
+            state.embedder = embedder.clone();
+        }
         let repaint = ctx.clone();
         let mut session = Session::default();
         let worker = InferenceThread::spawn(
@@ -89,11 +102,21 @@ impl LycheeApp {
             ));
             InferenceThread::stopped()
         });
+        let repaint = ctx.clone();
+        let index = IndexThread::spawn(move || repaint.request_repaint(), options.index.clone())
+            .unwrap_or_else(|e| {
+                session.notify_error(format!(
+                    "The index thread could not start ({e}); photos are judged without the first stage"
+                ));
+                IndexThread::stopped()
+            });
         let runtime = Runtime {
             worker,
+            index,
             thumbs: Thumbnails::new(options.cache_dir.clone(), ctx),
             dialogs: Dialogs::new(ctx),
             download: None,
+            embedder_download: None,
             export: None,
             copy: None,
             hub: options.hub.clone(),
@@ -108,6 +131,9 @@ impl LycheeApp {
         if options.load_model {
             app.apply(UiCommand::LoadModel(app.state.model.clone()));
         }
+        if options.load_embedder {
+            app.apply(UiCommand::LoadEmbedder(app.state.embedder.clone()));
+        }
         if !options.paths.is_empty() {
             app.apply(UiCommand::AddPaths(options.paths));
         }
@@ -120,17 +146,28 @@ impl LycheeApp {
         match command {
             UiCommand::StartRanking => self.start_ranking(),
             UiCommand::CancelRanking => {
-                if let Some(run) = &session.run {
-                    run.handle.cancel();
+                if let Some(run) = session.run.as_mut().filter(|r| r.active()) {
+                    match &run.handle {
+                        Some(handle) => handle.cancel(),
+                        None => {
+                            // Still in the first stage: nothing was judged yet.
+                            run.search = None;
+                            run.end = Some(super::run::RunEnd::Cancelled { seconds: 0.0 });
+                        }
+                    }
                 }
             }
             UiCommand::ClearLibrary => {
                 session.clear_library();
                 self.runtime.thumbs.clear();
+                self.runtime
+                    .index
+                    .send(IndexCommand::Index { photos: Vec::new() });
             }
             UiCommand::RemoveSource(i) => {
                 session.library.remove(i);
                 session.view.invalidate();
+                self.index_library();
             }
             UiCommand::AddPaths(paths) => {
                 let repaint = self.runtime.repaint();
@@ -138,10 +175,20 @@ impl LycheeApp {
             }
             UiCommand::SetQueryImage(path) => session.query_image = path,
             UiCommand::LoadModel(spec) => self.load_model(spec),
-            UiCommand::StartDownload => self.start_download(),
-            UiCommand::CancelDownload => {
-                if let Some(download) = &self.runtime.download {
+            UiCommand::LoadEmbedder(spec) => self.load_embedder(spec),
+            UiCommand::StartDownload(role) => self.start_download(role),
+            UiCommand::CancelDownload(role) => {
+                let download = match role {
+                    ModelRole::Judge => &self.runtime.download,
+                    ModelRole::Embedder => &self.runtime.embedder_download,
+                };
+                if let Some(download) = download {
                     download.cancel();
+                }
+            }
+            UiCommand::ShowMore => {
+                if let Some(step) = self.session.show_more() {
+                    self.next_step(step);
                 }
             }
             UiCommand::OpenDialog(kind) => {
@@ -201,19 +248,11 @@ impl LycheeApp {
         }
     }
 
-    /// Loads the model named by `spec` (a folder or a Hub id) if it is on disk.
-    fn load_model(&mut self, spec: String) {
-        let session = &mut self.session;
-        let source = match ModelSource::parse(&spec, None) {
-            Ok(s) => s,
-            Err(e) => {
-                session.model = ModelStatus::Failed {
-                    name: spec,
-                    reason: e.to_string(),
-                };
-                return;
-            }
-        };
+    /// The folder of the model named by `spec` (a folder or a Hub id) when it is on disk,
+    /// with its name for the user; else why not, and whether it can be downloaded.
+    fn find_model(&self, spec: &str) -> Result<(PathBuf, String), (String, String, bool)> {
+        let source =
+            ModelSource::parse(spec, None).map_err(|e| (spec.to_owned(), e.to_string(), false))?;
         let name = source.display();
         let hub = &self.runtime.hub;
         let local = match &source {
@@ -226,12 +265,20 @@ impl LycheeApp {
                 }),
             ModelSource::Folder(_) => resolve_local(&source),
         };
-        let folder = match local {
-            Ok(folder) => folder,
-            Err(e) => {
-                session.model = ModelStatus::Missing {
-                    name,
-                    reason: e.to_string(),
+        local
+            .map(|folder| (folder, name.clone()))
+            .map_err(|e| (name, e.to_string(), true))
+    }
+
+    /// Loads the model named by `spec` (a folder or a Hub id) if it is on disk.
+    fn load_model(&mut self, spec: String) {
+        let (folder, name) = match self.find_model(&spec) {
+            Ok(found) => found,
+            Err((name, reason, on_disk_check)) => {
+                self.session.model = if on_disk_check {
+                    ModelStatus::Missing { name, reason }
+                } else {
+                    ModelStatus::Failed { name, reason }
                 };
                 return;
             }
@@ -242,31 +289,95 @@ impl LycheeApp {
             device: DevicePreference::Auto,
             name: Some(name.clone()),
         }) {
-            session.model = ModelStatus::Loading {
+            self.session.model = ModelStatus::Loading {
                 name,
                 since: Instant::now(),
             };
         } else {
-            session.notify_error("the inference thread is busy; try again in a moment");
+            self.session
+                .notify_error("the inference thread is busy; try again in a moment");
         }
     }
 
-    /// Starts downloading the model named in the settings (a Hub id).
-    fn start_download(&mut self) {
-        let Ok(ModelSource::Hub { id, revision }) = ModelSource::parse(&self.state.model, None)
-        else {
+    /// Loads the first-stage embedder named by `spec` if it is on disk.
+    fn load_embedder(&mut self, spec: String) {
+        let (folder, name) = match self.find_model(&spec) {
+            Ok(found) => found,
+            Err((name, reason, on_disk_check)) => {
+                self.session.index.embedder = if on_disk_check {
+                    EmbedderStatus::Missing { name, reason }
+                } else {
+                    EmbedderStatus::Failed { name, reason }
+                };
+                return;
+            }
+        };
+        self.state.embedder = spec;
+        if self.runtime.index.send(IndexCommand::LoadEmbedder {
+            source: ModelSource::Folder(folder),
+            device: DevicePreference::Auto,
+            name: Some(name.clone()),
+        }) {
+            self.session.index.embedder = EmbedderStatus::Loading {
+                name,
+                since: Instant::now(),
+            };
+        } else {
+            self.session
+                .notify_error("the index thread is busy; try again in a moment");
+        }
+    }
+
+    /// Starts downloading the model (or embedder) named in the settings (a Hub id).
+    fn start_download(&mut self, role: ModelRole) {
+        let spec = match role {
+            ModelRole::Judge => &self.state.model,
+            ModelRole::Embedder => &self.state.embedder,
+        };
+        let Ok(ModelSource::Hub { id, revision }) = ModelSource::parse(spec, None) else {
             return;
         };
         let config = self.runtime.hub.clone();
         match ModelDownload::start(config, id, revision, self.runtime.repaint()) {
-            Ok(download) => self.runtime.download = Some(download),
+            Ok(download) => match role {
+                ModelRole::Judge => self.runtime.download = Some(download),
+                ModelRole::Embedder => self.runtime.embedder_download = Some(download),
+            },
             Err(e) => self
                 .session
                 .notify_error(format!("could not start the download: {e}")),
         }
     }
 
-    /// Starts ranking every photo of the library against the query.
+    /// Asks the index thread to index the library as it is now.
+    fn index_library(&mut self) {
+        if self.session.index.ready() && !self.session.library.scanning() {
+            let photos = self.session.library.photos.clone();
+            self.runtime.index.send(IndexCommand::Index { photos });
+        }
+    }
+
+    /// Gives the current ranking's next photos to the judge.
+    fn next_step(&mut self, step: NextStep) {
+        let NextStep::Judge(photos) = step;
+        let Some(run) = self.session.run.as_mut() else {
+            return;
+        };
+        let request = run.request_for(photos.clone());
+        match self.runtime.worker.rank(request, run.use_cache) {
+            Some(handle) => run.judge(photos, handle),
+            None => {
+                run.end = Some(super::run::RunEnd::Failed(
+                    "the inference thread is busy; try again in a moment".into(),
+                ));
+            }
+        }
+        self.session.view.invalidate();
+    }
+
+    /// Starts a ranking: with the index ready and a shortlist set, the first stage ranks
+    /// the library at once and the judge takes its best photos; otherwise the judge takes
+    /// every photo.
     fn start_ranking(&mut self) {
         let session = &mut self.session;
         if session.cannot_rank_because(&self.state).is_some() {
@@ -277,52 +388,56 @@ impl LycheeApp {
             ModelStatus::Ready(info) => info.max_pixels,
             _ => usize::MAX,
         };
-        let request = RankRequest::new(self.state.query.trim(), session.library.photos.clone())
+        let request = RankRequest::new(self.state.query.trim(), Vec::new())
             .with_query_image(session.query_image.clone())
             .with_instruction(self.state.instruction.clone())
             .with_pixels(None, Some(self.state.max_pixels().min(model_max)));
-        let run = |handle| Run {
-            photos: request.photos.clone(),
-            query_text: request.query_text.clone(),
-            query_image: request.query_image.clone(),
-            instruction: request.instruction.clone(),
-            query_tokens: None,
-            started: Instant::now(),
-            done: 0,
-            failed: 0,
-            current: None,
-            end: None,
-            handle,
-        };
-        let run = match self
-            .runtime
-            .worker
-            .rank(request.clone(), self.state.remember_scores)
-        {
-            Some(handle) => run(handle),
-            None => {
-                session.notify_error("the inference thread is busy; try again in a moment");
-                return;
+        let two_stages = self.state.shortlist > 0 && session.index.ready();
+        let mut run = Run::new(request, self.state.remember_scores, self.state.shortlist);
+        if two_stages {
+            match self
+                .runtime
+                .index
+                .search(run.query_text.clone(), run.query_image.clone())
+            {
+                Some(answer) => {
+                    run.search = Some(answer);
+                    session.begin_run(run);
+                    return;
+                }
+                None => session.notify_error("the index thread is busy; judging every photo"),
             }
-        };
+        }
+        let photos = session.library.photos.clone();
         session.begin_run(run);
+        self.next_step(NextStep::Judge(photos));
     }
 
     /// Takes in everything that happened since the last frame.
     pub fn poll(&mut self) {
-        let session = &mut self.session;
-        let runtime = &mut self.runtime;
+        let (session, runtime) = (&mut self.session, &mut self.runtime);
         for event in runtime.worker.try_events() {
             session.on_event(event);
         }
-        session.poll_run();
+        let mut index_again = false;
+        for event in runtime.index.try_events() {
+            index_again |= matches!(event, crate::worker::IndexThreadEvent::EmbedderReady(_));
+            session.on_index_event(event);
+        }
         if session.library.poll() {
             session.view.invalidate();
+            index_again = true;
         }
-        if let Some(download) = runtime.download.as_mut()
+        if index_again {
+            self.index_library();
+        }
+        if let Some(step) = self.session.poll_run() {
+            self.next_step(step);
+        }
+        if let Some(download) = self.runtime.download.as_mut()
             && let Some(result) = download.poll()
         {
-            runtime.download = None;
+            self.runtime.download = None;
             match result {
                 Ok(_) => {
                     let spec = self.state.model.clone();
@@ -331,6 +446,23 @@ impl LycheeApp {
                 Err(reason) => {
                     self.session.model = ModelStatus::Failed {
                         name: self.state.model.clone(),
+                        reason,
+                    }
+                }
+            }
+        }
+        if let Some(download) = self.runtime.embedder_download.as_mut()
+            && let Some(result) = download.poll()
+        {
+            self.runtime.embedder_download = None;
+            match result {
+                Ok(_) => {
+                    let spec = self.state.embedder.clone();
+                    self.load_embedder(spec);
+                }
+                Err(reason) => {
+                    self.session.index.embedder = EmbedderStatus::Failed {
+                        name: self.state.embedder.clone(),
                         reason,
                     }
                 }
@@ -379,9 +511,9 @@ impl LycheeApp {
     }
 
     /// What the grid shows, in order.
-    pub fn ranked(&mut self) -> &[PathBuf] {
+    pub fn ranked(&mut self) -> Vec<PathBuf> {
         self.session.refresh_view(&self.state);
-        self.session.view.order()
+        self.session.view.iter().cloned().collect()
     }
 
     /// How many thumbnails were asked for: only visible tiles ask.
@@ -425,8 +557,14 @@ impl LycheeApp {
                             download: runtime.download.as_ref(),
                             spec: &state.model,
                             hub: &runtime.hub,
+                            index: &session.index,
+                            embedder_download: runtime.embedder_download.as_ref(),
+                            embedder_spec: &state.embedder,
                         };
                         model_ui(ui, &model, &mut out);
+                        ui.add_space(8.0);
+                        ui.separator();
+                        super::model_panel::index_ui(ui, &model, &mut out);
                     });
             });
         egui::Panel::bottom("status").show(ui, |ui| super::status::status_ui(ui, &session.notices));
@@ -439,6 +577,8 @@ impl LycheeApp {
                     ui,
                     state,
                     &session.view,
+                    run.first_stage.as_ref(),
+                    run.active(),
                     session.selection.len(),
                     &mut out,
                 );
@@ -446,7 +586,9 @@ impl LycheeApp {
             ui.separator();
             if !session.library.is_empty() {
                 let grid = GridView {
-                    order: session.view.order(),
+                    view: &session.view,
+                    first_stage: session.run.as_ref().and_then(|r| r.first_stage.as_ref()),
+                    active: session.run.as_ref().is_some_and(Run::active),
                     outcomes: &session.outcomes,
                     selection: &session.selection,
                     ranking: session.run.is_some(),
@@ -462,12 +604,8 @@ impl LycheeApp {
                         path,
                         score,
                         run,
-                        rank: session
-                            .view
-                            .order()
-                            .iter()
-                            .position(|p| p == path)
-                            .map(|i| i + 1),
+                        rank: session.view.position(path).map(|i| i + 1),
+                        first_stage: run.first_stage.as_ref().and_then(|f| f.place(path)),
                     };
                     model_output_ui(&ctx, &view, &mut out);
                 }

@@ -6,6 +6,7 @@
 mod actions;
 pub mod command;
 mod dialogs;
+pub mod index_status;
 mod lychee;
 mod model_panel;
 mod output;
@@ -45,9 +46,9 @@ fn icon() -> Option<egui::IconData> {
     })
 }
 
-/// Opens the window with `paths` (photos or folders) already added, and `model` (a folder
-/// or Hub id) instead of the remembered one.
-pub fn run(paths: Vec<PathBuf>, model: Option<String>) -> ExitCode {
+/// Opens the window with `paths` (photos or folders) already added, and `model` and
+/// `embedder` (folders or Hub ids) instead of the remembered ones.
+pub fn run(paths: Vec<PathBuf>, model: Option<String>, embedder: Option<String>) -> ExitCode {
     let mut viewport = egui::ViewportBuilder::default()
         .with_title(APP_NAME)
         .with_app_id(APP_ID)
@@ -69,6 +70,7 @@ pub fn run(paths: Vec<PathBuf>, model: Option<String>) -> ExitCode {
             let options = AppOptions {
                 paths,
                 model,
+                embedder,
                 ..AppOptions::default()
             };
             Ok(Box::new(LycheeApp::new(&cc.egui_ctx, cc.storage, options)))

@@ -18,6 +18,8 @@ pub struct OutputView<'a> {
     pub run: &'a Run,
     /// Its place in the grid, if shown there.
     pub rank: Option<usize>,
+    /// Its similarity and rank in the first stage, when there was one.
+    pub first_stage: Option<(f32, usize, bool)>,
 }
 
 /// The model output window; pushes `Inspect(None)` when the user closes it.
@@ -36,6 +38,10 @@ pub fn model_output_ui(ctx: &egui::Context, view: &OutputView<'_>, out: &mut Vec
     let mut rows: Vec<(&str, String)> = Vec::new();
     if let Some(rank) = view.rank {
         rows.push(("Rank", rank.to_string()));
+    }
+    if let Some((similarity, rank, _)) = view.first_stage {
+        rows.push(("First-stage rank", rank.to_string()));
+        rows.push(("First-stage similarity", format!("{similarity:.4}")));
     }
     rows.push(("Score P(yes)", format!("{:.4}", score.score)));
     rows.push(("Logit of \"yes\"", format!("{:.4}", score.logit_yes)));

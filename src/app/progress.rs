@@ -16,6 +16,7 @@ pub fn progress_ui(ui: &mut egui::Ui, run: &Run, out: &mut Vec<UiCommand>) {
                 .map(|n| n.to_string_lossy().into_owned());
             let position = (handled + 1).min(total);
             let text = match current {
+                _ if run.searching() => "Finding candidates in the index…".to_owned(),
                 Some(name) => format!("Analyzing photo {position} of {total} · {name}"),
                 None if handled == 0 => "Preparing the query…".to_owned(),
                 None => format!("Analyzing photo {position} of {total}"),

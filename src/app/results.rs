@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::actions::photo_actions_ui;
 use super::command::{DialogKind, UiCommand};
-use super::run::Outcome;
+use super::run::{FirstStage, Outcome};
 use super::state::AppState;
 use super::textures::{Thumb, Thumbnails};
 use super::view::RankedView;
@@ -16,14 +16,43 @@ use super::view::RankedView;
 /// Columns of the grid.
 pub const COLUMNS: usize = 3;
 
-/// The filters and the ways out: threshold, top N, export, copy.
+/// The filters and the ways out: threshold, top N, export, copy; with a first stage, what
+/// it found and "show more".
 pub fn toolbar_ui(
     ui: &mut egui::Ui,
     state: &mut AppState,
     view: &RankedView,
+    first_stage: Option<&FirstStage>,
+    active: bool,
     selected: usize,
     out: &mut Vec<UiCommand>,
 ) {
+    if let Some(first) = first_stage {
+        ui.horizontal_wrapped(|ui| {
+            let mut line = format!(
+                "First stage: {} photos ranked by similarity in {:.0} ms; the judge has the best {}",
+                first.order.len(),
+                first.seconds * 1e3,
+                first.judged
+            );
+            if !first.unindexed.is_empty() {
+                line.push_str(&format!(" · {} not indexed yet", first.unindexed.len()));
+            }
+            ui.weak(line);
+            if first.remaining() > 0 {
+                let next = first.remaining().min(first.shortlist);
+                let button = egui::Button::new(format!("Show more (judge the next {next})"));
+                if ui
+                    .add_enabled(!active, button)
+                    .on_hover_text("The judge looks at the next photos of the first stage's order")
+                    .on_disabled_hover_text("When the judge has finished these")
+                    .clicked()
+                {
+                    out.push(UiCommand::ShowMore);
+                }
+            }
+        });
+    }
     ui.horizontal_wrapped(|ui| {
         ui.label("Show scores from");
         ui.add(egui::Slider::new(&mut state.threshold, 0.0..=1.0).fixed_decimals(2))
@@ -80,11 +109,14 @@ pub fn toolbar_ui(
 
 /// What the grid reads to caption its tiles.
 pub struct GridView<'a> {
-    pub order: &'a [PathBuf],
+    pub view: &'a RankedView,
     pub outcomes: &'a HashMap<PathBuf, Outcome>,
     pub selection: &'a HashSet<PathBuf>,
+    pub first_stage: Option<&'a FirstStage>,
     /// Whether there is a ranking (tiles not yet scored say "Waiting…" then).
     pub ranking: bool,
+    /// Whether it is under way.
+    pub active: bool,
 }
 
 /// One tile's content, gathered before drawing.
@@ -98,16 +130,29 @@ struct TileInfo {
 
 impl GridView<'_> {
     fn tile(&self, index: usize) -> Option<TileInfo> {
-        let path = self.order.get(index)?.clone();
+        let path = self.view.get(index)?.clone();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (caption, scored) = match self.outcomes.get(&path) {
-            Some(Outcome::Scored(s)) => (
+        let place = self.first_stage.and_then(|f| f.place(&path));
+        let (caption, scored) = match (self.outcomes.get(&path), place) {
+            (Some(Outcome::Scored(s)), _) => (
                 format!("Rank {} · Score {:.2}\n{name}", index + 1, s.score),
                 true,
             ),
+            (_, Some((similarity, rank, judged))) => {
+                let state = match (judged, self.active) {
+                    (true, true) => "waiting for the judge",
+                    (true, false) => "not judged",
+                    (false, _) => "not judged yet",
+                };
+                (
+                    format!("First guess #{rank} · {similarity:.2} · {state}\n{name}"),
+                    false,
+                )
+            }
+            (_, None) if self.first_stage.is_some() => (format!("Not indexed yet\n{name}"), false),
             _ if self.ranking => (format!("Waiting…\n{name}"), false),
             _ => (format!("Not ranked yet\n{name}"), false),
         };
@@ -128,7 +173,7 @@ pub fn grid_ui(
     thumbs: &mut Thumbnails,
     out: &mut Vec<UiCommand>,
 ) {
-    let rows = view.order.len().div_ceil(COLUMNS);
+    let rows = view.view.len().div_ceil(COLUMNS);
     let spacing = ui.spacing().item_spacing.x;
     let width = ui.available_width().max(240.0);
     let tile_w = ((width - spacing * (COLUMNS as f32 - 1.0)) / COLUMNS as f32)

@@ -5,7 +5,7 @@
 use crate::background::Task;
 use crate::hub::download::{HubConfig, ModelDownload};
 use crate::library::export::{CopyReport, ExportReport};
-use crate::worker::InferenceThread;
+use crate::worker::{IndexThread, InferenceThread};
 
 use super::dialogs::Dialogs;
 use super::textures::Thumbnails;
@@ -13,10 +13,14 @@ use super::textures::Thumbnails;
 /// The window's runtime.
 pub struct Runtime {
     pub worker: InferenceThread,
+    /// The first stage: the embedder and the library's index.
+    pub index: IndexThread,
     pub thumbs: Thumbnails,
     pub dialogs: Dialogs,
-    /// A model download in progress.
+    /// A download of the judge in progress.
     pub download: Option<ModelDownload>,
+    /// A download of the embedder in progress.
+    pub embedder_download: Option<ModelDownload>,
     /// An export being written.
     pub export: Option<Task<ExportReport>>,
     /// A copy to a folder in progress.

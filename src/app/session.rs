@@ -7,12 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::run::{Outcome, Run, RunEnd};
+use super::index_status::IndexStatus;
+use super::run::{FirstStage, Outcome, Run, RunEnd};
 use super::state::AppState;
 use super::view::RankedView;
 use crate::library::Library;
 use crate::library::export::ExportRow;
-use crate::worker::{Event, ModelInfo, RankEvent, RankOutcome, RankReply};
+use crate::worker::{
+    Event, IndexThreadEvent, ModelInfo, RankEvent, RankOutcome, RankReply, SearchReply,
+};
 
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,10 +51,19 @@ impl Notice {
     }
 }
 
+/// What the current ranking needs from the inference thread next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    /// Give these photos to the judge.
+    Judge(Vec<PathBuf>),
+}
+
 /// The window's working state.
 #[derive(Debug)]
 pub struct Session {
     pub model: ModelStatus,
+    /// The first stage: the embedder and the library's index.
+    pub index: IndexStatus,
     pub library: Library,
     pub run: Option<Run>,
     /// Outcomes of the current ranking, by photo.
@@ -72,6 +84,7 @@ impl Default for Session {
                 name: String::new(),
                 reason: "no model loaded yet".into(),
             },
+            index: IndexStatus::default(),
             library: Library::default(),
             run: None,
             outcomes: HashMap::new(),
@@ -120,8 +133,10 @@ impl Session {
 
     /// Forgets every photo; a ranking still running is stopped, not left to finish.
     pub fn clear_library(&mut self) {
-        if let Some(run) = self.run.take() {
-            run.handle.cancel();
+        if let Some(run) = self.run.take()
+            && let Some(handle) = &run.handle
+        {
+            handle.cancel();
             // dropping the handle tells the inference thread no one listens any more
         }
         self.library.clear();
@@ -155,14 +170,36 @@ impl Session {
         }
     }
 
-    /// Takes in what the current ranking replied since the last frame.
-    pub fn poll_run(&mut self) {
-        let Some(run) = self.run.as_mut().filter(|r| r.active()) else {
-            return;
-        };
+    /// Takes in an event of the index thread.
+    pub fn on_index_event(&mut self, event: IndexThreadEvent) {
+        if let Some((text, error)) = self.index.on_event(event) {
+            if error {
+                self.notify_error(text);
+            } else {
+                self.notify(text);
+            }
+        }
+    }
+
+    /// Takes in what the current ranking's first stage and judge replied since the last
+    /// frame; returns what the inference thread must do next, if anything.
+    pub fn poll_run(&mut self) -> Option<NextStep> {
+        let run = self.run.as_mut().filter(|r| r.active())?;
+        if let Some(search) = &run.search {
+            let answer = match search.try_recv() {
+                Ok(answer) => answer,
+                Err(crossbeam_channel::TryRecvError::Empty) => return None,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => SearchReply::Failed {
+                    reason: "the index thread stopped".into(),
+                },
+            };
+            run.search = None;
+            return Some(self.on_first_stage(answer));
+        }
+        let handle = run.handle.as_ref()?;
         let mut replies = Vec::new();
         let gone = loop {
-            match run.handle.replies.try_recv() {
+            match handle.replies.try_recv() {
                 Ok(r) => replies.push(r),
                 Err(crossbeam_channel::TryRecvError::Empty) => break false,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => break true,
@@ -179,6 +216,47 @@ impl Session {
                 "the ranking was interrupted; please try again".into(),
             ));
         }
+        None
+    }
+
+    /// The first stage answered: the grid shows its order at once, and the judge gets the
+    /// best `shortlist` (every photo when the index could not help).
+    fn on_first_stage(&mut self, answer: SearchReply) -> NextStep {
+        let shortlist = self.run.as_ref().map_or(1, |r| r.shortlist);
+        match answer {
+            SearchReply::Ranked {
+                hits,
+                unindexed,
+                seconds,
+            } if !hits.is_empty() => {
+                let mut first = FirstStage::new(hits, unindexed, shortlist, seconds);
+                let next = first.take_next();
+                if let Some(run) = self.run.as_mut() {
+                    run.first_stage = Some(first);
+                }
+                self.view.invalidate();
+                NextStep::Judge(next)
+            }
+            SearchReply::Ranked { .. } => {
+                self.notify("No photo is indexed yet: judging every photo");
+                NextStep::Judge(self.library.photos.clone())
+            }
+            SearchReply::Failed { reason } => {
+                self.notify_error(format!(
+                    "The first stage failed ({reason}); judging every photo"
+                ));
+                NextStep::Judge(self.library.photos.clone())
+            }
+        }
+    }
+
+    /// The next `shortlist` photos of the first stage for the judge ("show more").
+    pub fn show_more(&mut self) -> Option<NextStep> {
+        let run = self.run.as_mut().filter(|r| !r.active())?;
+        let first = run.first_stage.as_mut().filter(|f| f.remaining() > 0)?;
+        let next = first.take_next();
+        self.view.invalidate();
+        Some(NextStep::Judge(next))
     }
 
     fn on_rank_reply(&mut self, reply: RankReply) {
@@ -189,17 +267,19 @@ impl Session {
             RankReply::Progress(RankEvent::Started { query_tokens, .. }) => {
                 run.query_tokens = query_tokens
             }
-            RankReply::Progress(RankEvent::PhotoStarted { index }) => run.current = Some(index),
+            RankReply::Progress(RankEvent::PhotoStarted { index }) => {
+                run.current = Some(run.job_offset + index)
+            }
             RankReply::Progress(RankEvent::PhotoScored { index, score, .. }) => {
                 run.done += 1;
-                if let Some(path) = run.photos.get(index) {
+                if let Some(path) = run.photos.get(run.job_offset + index) {
                     self.outcomes.insert(path.clone(), Outcome::Scored(score));
                     self.view.invalidate();
                 }
             }
             RankReply::Progress(RankEvent::PhotoFailed { index, reason }) => {
                 run.failed += 1;
-                if let Some(path) = run.photos.get(index) {
+                if let Some(path) = run.photos.get(run.job_offset + index) {
                     self.outcomes.insert(path.clone(), Outcome::Failed(reason));
                     self.view.invalidate();
                 }
@@ -219,15 +299,18 @@ impl Session {
         }
     }
 
-    /// Photos that could not be scored in the current ranking, with the reason.
+    /// Photos that could not be indexed or scored, with the reason.
     pub fn failures(&self) -> Vec<(PathBuf, String)> {
         let mut failed: Vec<(PathBuf, String)> = self
-            .outcomes
+            .index
+            .failures
             .iter()
-            .filter_map(|(p, o)| match o {
+            .filter(|(p, _)| !self.outcomes.contains_key(p))
+            .cloned()
+            .chain(self.outcomes.iter().filter_map(|(p, o)| match o {
                 Outcome::Failed(r) => Some((p.clone(), r.clone())),
                 Outcome::Scored(_) => None,
-            })
+            }))
             .collect();
         failed.sort();
         failed
@@ -236,7 +319,7 @@ impl Session {
     /// The ranked photos as exported: what the grid shows, best first.
     pub fn export_rows(&self) -> Vec<ExportRow> {
         self.view
-            .order()
+            .head()
             .iter()
             .enumerate()
             .filter_map(|(i, path)| match self.outcomes.get(path) {
@@ -258,7 +341,7 @@ impl Session {
     /// The photos a copy takes: the selection, else what the grid shows.
     pub fn photos_to_copy(&self) -> Vec<PathBuf> {
         self.view
-            .order()
+            .head()
             .iter()
             .filter(|p| matches!(self.outcomes.get(*p), Some(Outcome::Scored(_))))
             .filter(|p| self.selection.is_empty() || self.selection.contains(*p))

@@ -63,7 +63,7 @@ pub fn query_ui(
         response.on_disabled_hover_text(reason.clone());
         ui.weak(format!("Rerank is off: {reason}"));
     } else if response
-        .on_hover_text("Rank every photo (or press Enter in the box above)")
+        .on_hover_text("Rank the photos (or press Enter in the box above)")
         .clicked()
     {
         out.push(UiCommand::StartRanking);
@@ -179,6 +179,18 @@ fn advanced_ui(ui: &mut egui::Ui, state: &mut AppState) {
         }
     });
     ui.weak("Fewer is faster; 1280 is what the model was tuned with.");
+    ui.add_space(6.0);
+    ui.horizontal(|ui| {
+        ui.label("Judge the best");
+        ui.add(
+            egui::DragValue::new(&mut state.shortlist)
+                .range(0..=1_000_000)
+                .speed(10.0),
+        )
+        .on_hover_text("The index ranks every photo in milliseconds; the model then judges this many of the best. 0 judges every photo.");
+        ui.label(if state.shortlist == 0 { "(every photo)" } else { "photos" });
+    });
+    ui.weak("With the index, photos appear at once and the judge re-sorts the best.");
     ui.add_space(6.0);
     ui.checkbox(&mut state.remember_scores, "Remember scores")
         .on_hover_text(

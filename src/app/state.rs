@@ -7,6 +7,8 @@ use crate::model::DEFAULT_INSTRUCTION;
 /// The most visual tokens per photo the user can choose: speed against detail. 1280 is the
 /// model card's value.
 pub const RESOLUTIONS: [usize; 3] = [256, 640, 1280];
+/// Photos the judge takes from the first stage at a time: about ten seconds on a fast GPU.
+pub const DEFAULT_SHORTLIST: usize = 200;
 /// Pixels per visual token (a 28 x 28 block).
 pub const PIXELS_PER_TOKEN: usize = 28 * 28;
 
@@ -26,6 +28,10 @@ pub struct AppState {
     pub top_n: usize,
     /// Keep scores in the score cache, so that a repeated search is instant.
     pub remember_scores: bool,
+    /// Two stages: the index's best N photos are judged (0: every photo is judged).
+    pub shortlist: usize,
+    /// The first-stage embedder: a folder or a Hugging Face id.
+    pub embedder: String,
 }
 
 impl Default for AppState {
@@ -38,6 +44,8 @@ impl Default for AppState {
             threshold: 0.0,
             top_n: 0,
             remember_scores: true,
+            shortlist: DEFAULT_SHORTLIST,
+            embedder: crate::embed::DEFAULT_EMBEDDER_ID.to_owned(),
         }
     }
 }

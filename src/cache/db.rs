@@ -10,7 +10,6 @@ use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-
 /// Why a database is unusable for a call (the work goes on without it).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

@@ -14,8 +14,8 @@ use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::db::{DatabaseKind, HashMemo, open_database};
 pub use super::db::{CacheError, FileStamp, content_hash, hash_file};
+use super::db::{DatabaseKind, HashMemo, open_database};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

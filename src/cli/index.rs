@@ -14,7 +14,7 @@ use super::{EmbedderArgs, IndexArgs, SearchArgs};
 use crate::embed::Embedder;
 use crate::hub::ModelSource;
 use crate::index::{Catalog, Flow, Hit, IndexEvent, IndexStore, IndexSummary, run_indexing};
-use crate::library::{ScanResult, decode_photo, scan_paths};
+use crate::library::{ScanResult, scan_paths};
 use crate::model::ComputeDevice;
 use crate::model::device::DevicePreference;
 use crate::worker::load_embedder;
@@ -138,23 +138,7 @@ pub fn query_vector(
     text: Option<&str>,
     image: Option<&Path>,
 ) -> anyhow::Result<Vec<f32>> {
-    let text = text.map(str::trim).filter(|t| !t.is_empty());
-    let text_vector = match text {
-        Some(t) => Some(embedder.embed_texts(&[t])?.remove(0)),
-        None => None,
-    };
-    let image_vector = match image {
-        Some(path) => {
-            let photo = decode_photo(path).map_err(|e| {
-                anyhow::anyhow!("the query image {} cannot be used: {e}", path.display())
-            })?;
-            let prepared = embedder.prepare_image(&photo.image);
-            Some(embedder.embed_images(&[&prepared])?.remove(0))
-        }
-        None => None,
-    };
-    crate::index::search::combine(text_vector.as_deref(), image_vector.as_deref())
-        .ok_or_else(|| anyhow::anyhow!("give a --query, a --query-image, or both"))
+    Ok(embedder.embed_query(text, image)?)
 }
 
 fn index(args: IndexArgs) -> anyhow::Result<()> {

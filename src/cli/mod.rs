@@ -29,6 +29,9 @@ pub struct Cli {
     /// The model the window uses: a folder or a Hugging Face id (remembered).
     #[arg(long, value_name = "DIR_OR_HUB_ID")]
     pub model: Option<String>,
+    /// The first-stage embedder the window uses: a folder or a Hugging Face id (remembered).
+    #[arg(long, value_name = "DIR_OR_HUB_ID")]
+    pub embedder: Option<String>,
     /// Photos or folders to open in the window.
     pub paths: Vec<PathBuf>,
 }

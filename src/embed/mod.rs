@@ -245,6 +245,57 @@ impl Embedder {
     }
 }
 
+/// The query of text and example image together: the normalized sum of their normalized
+/// embeddings (each side counts the same).
+pub fn combine(text: Option<&[f32]>, image: Option<&[f32]>) -> Option<Vec<f32>> {
+    let mut sum: Vec<f32> = match (text, image) {
+        (Some(t), Some(i)) => t.iter().zip(i).map(|(a, b)| a + b).collect(),
+        (Some(v), None) | (None, Some(v)) => v.to_vec(),
+        (None, None) => return None,
+    };
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    sum.iter_mut().for_each(|x| *x /= norm);
+    Some(sum)
+}
+
+/// Why a query cannot be embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("give a description, an example image, or both")]
+    Empty,
+    #[error("the query image {path} cannot be used: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl Embedder {
+    /// The query's vector: the text's, the example image's, or both combined.
+    pub fn embed_query(
+        &self,
+        text: Option<&str>,
+        image: Option<&Path>,
+    ) -> Result<Vec<f32>, QueryError> {
+        let text = text.map(str::trim).filter(|t| !t.is_empty());
+        let text_vector = match text {
+            Some(t) => Some(self.embed_texts(&[t])?.remove(0)),
+            None => None,
+        };
+        let image_vector = match image {
+            Some(path) => {
+                let photo = crate::library::decode_photo(path).map_err(|e| QueryError::Image {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                let prepared = self.prepare_image(&photo.image);
+                Some(self.embed_images(&[&prepared])?.remove(0))
+            }
+            None => None,
+        };
+        combine(text_vector.as_deref(), image_vector.as_deref()).ok_or(QueryError::Empty)
+    }
+}
+
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
     Ok(t.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
@@ -278,4 +329,16 @@ fn identity(files: &ModelFiles) -> String {
         }
     }
     h.finalize().to_hex()[..32].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_image_count_the_same() {
+        let q = combine(Some(&[1.0, 0.0]), Some(&[0.0, 1.0])).unwrap();
+        assert!((q[0] - q[1]).abs() < 1e-6 && (q[0] - 0.70710677).abs() < 1e-6);
+        assert_eq!(combine(None, None), None);
+    }
 }

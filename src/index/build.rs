@@ -80,9 +80,10 @@ enum Prepared {
     Failed(String),
 }
 
-/// Photos embedded together (fewer on the CPU, where a batch buys little).
+/// Photos embedded together. On the CPU a batch buys little, and a small one keeps the
+/// pauses between batches (where a window's search is answered) short.
 pub fn batch_size(embedder: &Embedder) -> usize {
-    if embedder.device.is_gpu() { 64 } else { 8 }
+    if embedder.device.is_gpu() { 64 } else { 2 }
 }
 
 /// Indexes `photos` with `embedder` into `store` and `catalog` (which is reset to these

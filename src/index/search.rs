@@ -116,19 +116,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// The query of text and example image together: the normalized sum of their normalized
-/// embeddings (each side counts the same).
-pub fn combine(text: Option<&[f32]>, image: Option<&[f32]>) -> Option<Vec<f32>> {
-    let mut sum: Vec<f32> = match (text, image) {
-        (Some(t), Some(i)) => t.iter().zip(i).map(|(a, b)| a + b).collect(),
-        (Some(v), None) | (None, Some(v)) => v.to_vec(),
-        (None, None) => return None,
-    };
-    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    sum.iter_mut().for_each(|x| *x /= norm);
-    Some(sum)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,12 +166,5 @@ mod tests {
             let want: f32 = row.iter().zip(&q).map(|(a, b)| a * b).sum();
             assert!((g - want).abs() < 1e-4, "{g} vs {want}");
         }
-    }
-
-    #[test]
-    fn text_and_image_count_the_same() {
-        let q = combine(Some(&[1.0, 0.0]), Some(&[0.0, 1.0])).unwrap();
-        assert!((q[0] - q[1]).abs() < 1e-6 && (q[0] - 0.70710677).abs() < 1e-6);
-        assert_eq!(combine(None, None), None);
     }
 }

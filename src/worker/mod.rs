@@ -1,9 +1,13 @@
 //! The inference side: rankings run here, away from the window's thread.
 
+pub mod index_thread;
 pub mod load;
 pub mod rank;
 pub mod thread;
 
+pub use index_thread::{
+    EmbedderInfo, IndexCommand, IndexThread, IndexThreadEvent, SearchJob, SearchReply,
+};
 pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 pub use thread::{Command, Event, InferenceThread, ModelInfo, RankHandle, RankJob, RankReply};

@@ -345,7 +345,9 @@ impl Worker {
                 }
                 Err(e) => {
                     self.emit(Event::Warning {
-                        text: format!("The score cache cannot be used ({e}); rankings are not cached"),
+                        text: format!(
+                            "The score cache cannot be used ({e}); rankings are not cached"
+                        ),
                     });
                     None
                 }
@@ -431,7 +433,7 @@ fn send<T>(channel: &Sender<T>, shutdown: &AtomicBool, mut message: T) -> bool {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
