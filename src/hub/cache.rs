@@ -1,8 +1,14 @@
 //! The standard Hugging Face cache layout, as huggingface_hub and hf-hub write it:
 //! `<root>/models--<owner>--<name>/refs/<revision>` holds a commit hash and
-//! `snapshots/<commit>/<file>` the files (links into `blobs/`, or copies).
+//! `snapshots/<commit>/<file>` the files (links into `blobs/`, or copies). Lookups go
+//! through hf-hub's own `Cache`; two things are added here because hf-hub lacks them:
+//! the root follows HF_HUB_CACHE as huggingface_hub does (hf-hub reads only HF_HOME), and
+//! a revision given as a commit hash is found in `snapshots/` directly (hf-hub looks for
+//! it under `refs/`, where only branch and tag names are).
 
 use std::path::{Path, PathBuf};
+
+use hf_hub::{Repo, RepoType};
 
 /// Files a model folder must have to be usable without the network (the weights are
 /// checked separately against the index).
@@ -46,12 +52,17 @@ impl HfCache {
 
     /// `<root>/models--owner--name`.
     pub fn repo_dir(&self, id: &str) -> PathBuf {
-        self.root.join(format!("models--{}", id.replace('/', "--")))
+        self.root.join(Repo::model(id.to_owned()).folder_name())
+    }
+
+    /// True when `revision` is a commit hash rather than a branch or tag name.
+    fn is_commit(revision: &str) -> bool {
+        revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
     }
 
     /// The commit a revision points at, if the cache knows it.
     pub fn commit(&self, id: &str, revision: &str) -> Option<String> {
-        if revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()) {
+        if Self::is_commit(revision) {
             return Some(revision.to_owned());
         }
         let text = std::fs::read_to_string(self.repo_dir(id).join("refs").join(revision)).ok()?;
@@ -67,8 +78,16 @@ impl HfCache {
     /// The snapshot folder of `revision` when it holds a whole model: the configs, a
     /// tokenizer, and every weight file the index names.
     pub fn complete_snapshot(&self, id: &str, revision: &str) -> Option<PathBuf> {
-        let commit = self.commit(id, revision)?;
-        let dir = self.snapshot_dir(id, &commit);
+        let dir = if Self::is_commit(revision) {
+            self.snapshot_dir(id, revision)
+        } else {
+            let repo = Repo::with_revision(id.to_owned(), RepoType::Model, revision.to_owned());
+            hf_hub::Cache::new(self.root.clone())
+                .repo(repo)
+                .get("config.json")?
+                .parent()?
+                .to_path_buf()
+        };
         is_complete_model(&dir).then_some(dir)
     }
 }
