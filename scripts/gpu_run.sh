@@ -6,18 +6,21 @@
 #
 #   ../shared/tools/cuda-build.sh build --release --no-default-features --features cuda && git checkout Cargo.lock
 #   mkdir -p .gpu && strip -o .gpu/lychee-rerank target/cuda/release/lychee-rerank && xz -f .gpu/lychee-rerank
-#   (device) bash scripts/gpu_run.sh [steps...]      # steps: ops tiny bench7b memory parity7b oom (default: all)
+#   (device) bash scripts/gpu_run.sh [steps...]
+#   steps: ops tiny speed index bench7b memory parity7b oom (default: all but speed)
 #
 # Everything it measures lands in $OUT (or ./gpu-out): JSON lines per step and log.txt.
 set -u
 OUT=${OUT:-gpu-out}
+# Where the per-photo JSON lines of the comparisons go (the device returns few files).
+SCRATCH=${SCRATCH:-$OUT}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 BIN=/tmp/lychee-rerank
 [ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
-STEPS=${*:-ops tiny bench7b memory parity7b oom}
+STEPS=${*:-ops tiny index bench7b memory parity7b oom}
 QUERY="a red umbrella on a sunny beach"
 PHOTOS=${PHOTOS:-64}
 R7B=/tmp/rand7b
@@ -39,14 +42,42 @@ fi
 if has tiny; then
   step "tiny fixture: candle f32 / bf16 and transformers f32 / bf16 on the GPU"
   for dt in f32 bf16; do
-    timeout 120 "$BIN" rank --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" --json tests/fixtures/photos > "$OUT/tiny_candle_$dt.jsonl"
-    timeout 180 python3 scripts/reference_scores.py --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" tests/fixtures/photos > "$OUT/tiny_tf_$dt.jsonl"
+    timeout 120 "$BIN" rank --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" --json tests/fixtures/photos > "$SCRATCH/tiny_candle_$dt.jsonl"
+    timeout 180 python3 scripts/reference_scores.py --model tests/fixtures/tiny-model --dtype $dt --query "$QUERY" tests/fixtures/photos > "$SCRATCH/tiny_tf_$dt.jsonl"
   done
   for dt in f32 bf16; do
-    python3 scripts/compare_scores.py "$OUT/tiny_candle_$dt.jsonl" "$OUT/tiny_tf_$dt.jsonl" --label "tiny $dt: candle vs transformers"
+    python3 scripts/compare_scores.py "$SCRATCH/tiny_candle_$dt.jsonl" "$SCRATCH/tiny_tf_$dt.jsonl" --label "tiny $dt: candle vs transformers"
   done
-  python3 scripts/compare_scores.py "$OUT/tiny_candle_bf16.jsonl" "$OUT/tiny_tf_f32.jsonl" --label "tiny: candle bf16 vs transformers f32"
-  python3 scripts/compare_scores.py "$OUT/tiny_tf_bf16.jsonl" "$OUT/tiny_tf_f32.jsonl" --label "tiny: transformers bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$SCRATCH/tiny_candle_bf16.jsonl" "$SCRATCH/tiny_tf_f32.jsonl" --label "tiny: candle bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$SCRATCH/tiny_tf_bf16.jsonl" "$SCRATCH/tiny_tf_f32.jsonl" --label "tiny: transformers bf16 vs transformers f32"
+fi
+
+if has speed; then
+  # The judge alone on random 7B weights made on the device (no transformers peer; a quick
+  # check against the numbers of docs/PERFORMANCE.md).
+  step "candle, random 7B weights, batches 1 and 8"
+  for b in 1 8; do
+    timeout 300 "$BIN" bench --photos "$PHOTOS" --batch "$b" --json "$OUT/speed_b$b.json"
+  done
+fi
+
+if has index; then
+  # The first stage: query embedding, search over 100,000 and 1,000,000 vectors (GPU and
+  # the 16 CPU cores), indexing of synthetic JPEGs, then both stages with the 7B judge.
+  step "first stage on the GPU, and two stages with the random 7B judge"
+  timeout 480 "$BIN" bench-index --vectors 100000,1000000 --photos 1024 --two-stage --shortlist 200 --json "$OUT/bench_index_gpu.json" | tail -n 0
+  step "first stage on the CPU cores of this machine"
+  timeout 300 "$BIN" bench-index --cpu --vectors 100000,1000000 --photos 64 --json "$OUT/bench_index_cpu.json" | tail -n 0
+  step "the tiny embedder on the GPU (bf16) against the CPU (f32): same order"
+  LYCHEE_CACHE_DIR=/tmp/idx-gpu timeout 120 "$BIN" search --json --query "$QUERY" --embedder tests/fixtures/tiny-siglip tests/fixtures/photos > /tmp/search_gpu.jsonl
+  LYCHEE_CACHE_DIR=/tmp/idx-cpu timeout 120 "$BIN" search --cpu --json --query "$QUERY" --embedder tests/fixtures/tiny-siglip tests/fixtures/photos > /tmp/search_cpu.jsonl
+  python3 - <<'PY'
+import json
+g=[json.loads(l) for l in open("/tmp/search_gpu.jsonl")]; c=[json.loads(l) for l in open("/tmp/search_cpu.jsonl")]
+sim={x["path"]: x["similarity"] for x in c}
+print("tiny embedder: GPU bf16 vs CPU f32: max similarity difference %.4f over %d photos, same order: %s" % (
+    max(abs(x["similarity"]-sim[x["path"]]) for x in g), len(g), [x["path"] for x in g]==[x["path"] for x in c]))
+PY
 fi
 
 if has bench7b; then
@@ -81,12 +112,12 @@ if has parity7b; then
   N=${PARITY_PHOTOS:-16}
   # the fixture photos (varied sizes and content) and some of the synthetic ones
   mkdir -p /tmp/p7b-sub && cp tests/fixtures/photos/* /tmp/p7b-sub/ && ls "$P7B"/*.jpg | head -n "$N" | xargs -I{} cp {} /tmp/p7b-sub/
-  timeout 300 "$BIN" rank --model "$R7B" --query "$QUERY" --json /tmp/p7b-sub > "$OUT/7b_candle_bf16.jsonl"
-  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype bf16 --query "$QUERY" /tmp/p7b-sub > "$OUT/7b_tf_bf16.jsonl"
-  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype f32 --query "$QUERY" /tmp/p7b-sub > "$OUT/7b_tf_f32.jsonl"
-  python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_bf16.jsonl" --label "7B random: candle bf16 vs transformers bf16"
-  python3 scripts/compare_scores.py "$OUT/7b_candle_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: candle bf16 vs transformers f32"
-  python3 scripts/compare_scores.py "$OUT/7b_tf_bf16.jsonl" "$OUT/7b_tf_f32.jsonl" --label "7B random: transformers bf16 vs transformers f32"
+  timeout 300 "$BIN" rank --model "$R7B" --query "$QUERY" --json /tmp/p7b-sub > "$SCRATCH/7b_candle_bf16.jsonl"
+  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype bf16 --query "$QUERY" /tmp/p7b-sub > "$SCRATCH/7b_tf_bf16.jsonl"
+  timeout 300 python3 scripts/reference_scores.py --model "$R7B" --dtype f32 --query "$QUERY" /tmp/p7b-sub > "$SCRATCH/7b_tf_f32.jsonl"
+  python3 scripts/compare_scores.py "$SCRATCH/7b_candle_bf16.jsonl" "$SCRATCH/7b_tf_bf16.jsonl" --label "7B random: candle bf16 vs transformers bf16"
+  python3 scripts/compare_scores.py "$SCRATCH/7b_candle_bf16.jsonl" "$SCRATCH/7b_tf_f32.jsonl" --label "7B random: candle bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$SCRATCH/7b_tf_bf16.jsonl" "$SCRATCH/7b_tf_f32.jsonl" --label "7B random: transformers bf16 vs transformers f32"
 fi
 if has oom; then
   # Another process holds all of the GPU but ROOM_MIB (the weights take about 15 800 MiB

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Screenshots of the real window for docs/: the binary under a virtual X display with the
 # tiny model and the fixture photos; a query typed, Enter pressed, the ranking awaited,
-# then the best photo's model output opened. Needs Xvfb, xdotool and ImageMagick.
+# then the best photo's model output opened. Then the two stages: the tiny embedder too,
+# the judge given the first stage's best 4 (saved settings written beforehand), Rerank
+# pressed. Needs Xvfb, xdotool and ImageMagick.
 #
 #   scripts/screenshots.sh [path/to/lychee-rerank] [OUT_DIR]   (default: docs/)
 set -euo pipefail
@@ -45,4 +47,32 @@ sleep 0.3
 xdotool mousedown 1 && sleep 0.1 && xdotool mouseup 1
 sleep 2
 import -window root "$OUT/screenshot-model-output.png"
-echo "screenshots: wrote $OUT/screenshot.png and $OUT/screenshot-model-output.png"
+kill "$app" 2>/dev/null || true
+wait "$app" 2>/dev/null || true
+
+# The two stages, with the judge's shortlist at 4 of the 12 photos.
+mkdir -p "$XDG_DATA_HOME/lychee-rerank"
+cat > "$XDG_DATA_HOME/lychee-rerank/app.ron" <<'RON'
+{
+    "lychee-rerank-settings": "(query:\"a red umbrella on a sunny beach\",shortlist:4)",
+}
+RON
+"$BIN" --model tests/fixtures/tiny-model --embedder tests/fixtures/tiny-siglip tests/fixtures/photos >"$tmp/app2.log" 2>&1 &
+app=$!
+win=""
+for _ in $(seq 1 120); do
+  win=$(xdotool search --name '^Lychee Rerank$' 2>/dev/null | head -1 || true)
+  [ -n "$win" ] && break
+  sleep 0.5
+done
+[ -n "$win" ] || { echo "screenshots: the window did not appear" >&2; cat "$tmp/app2.log" >&2; exit 1; }
+sleep 5
+xdotool windowfocus "$win" 2>/dev/null || true
+xdotool mousemove --window "$win" 160 120
+sleep 0.3
+xdotool mousedown 1 && sleep 0.1 && xdotool mouseup 1
+sleep 0.5
+xdotool key Return
+sleep 6
+import -window root "$OUT/screenshot-two-stages.png"
+echo "screenshots: wrote $OUT/screenshot.png, $OUT/screenshot-model-output.png and $OUT/screenshot-two-stages.png"
