@@ -350,3 +350,144 @@ fn a_batch_of_photos_scores_like_one_at_a_time() {
         "different photos, different logits"
     );
 }
+
+#[derive(Debug, serde::Deserialize)]
+struct DocumentFixture {
+    documents: Vec<FixtureDocument>,
+    cases: Vec<DocumentCase>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FixtureDocument {
+    key: String,
+    text: String,
+    image: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DocumentCase {
+    query: String,
+    document: String,
+    input_ids: Vec<u32>,
+    logit_yes: f64,
+    logit_no: f64,
+}
+
+fn close(got: f32, want: f64) -> bool {
+    (f64::from(got) - want).abs() / want.abs().max(1.0) < F32_TOLERANCE
+}
+
+/// Text documents and image + text documents (scripts/make_document_fixture.py): the
+/// prompt's ids, and the logits with the text documents judged together in one padded
+/// batch, each read at its own last token.
+#[test]
+fn text_and_image_text_documents_equal_transformers() {
+    use lychee_rerank::model::DocumentTokens;
+    let text = std::fs::read_to_string(common::fixtures().join("reference/documents.json"))
+        .expect("documents.json");
+    let fixture: DocumentFixture = serde_json::from_str(&text).unwrap();
+    let r = reference();
+    let m = reranker();
+    let mut checked = 0;
+    for (qkey, query) in &r.queries {
+        let prepared = m
+            .prepare_query(r.instruction(query), &query_input(query, false))
+            .unwrap();
+        let case = |doc: &str| {
+            fixture
+                .cases
+                .iter()
+                .find(|c| &c.query == qkey && c.document == doc)
+                .unwrap()
+        };
+        // every text document in one batch
+        let texts: Vec<&FixtureDocument> = fixture
+            .documents
+            .iter()
+            .filter(|d| d.image.is_none())
+            .collect();
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|d| m.document_ids(false, &d.text, usize::MAX).unwrap().0)
+            .collect();
+        for (d, ids) in texts.iter().zip(&ids) {
+            assert_eq!(
+                m.document_prompt_ids(&prepared, ids, None),
+                case(&d.key).input_ids,
+                "{qkey}/{}",
+                d.key
+            );
+        }
+        let docs: Vec<DocumentTokens> = ids
+            .iter()
+            .map(|ids| DocumentTokens { ids, visual: None })
+            .collect();
+        let together = m.judge_documents(&prepared, &docs).unwrap();
+        for ((d, j), doc) in texts.iter().zip(&together).zip(&docs) {
+            let c = case(&d.key);
+            assert!(
+                close(j.logit_yes, c.logit_yes) && close(j.logit_no, c.logit_no),
+                "{qkey}/{}: ({}, {}) vs ({}, {})",
+                d.key,
+                j.logit_yes,
+                j.logit_no,
+                c.logit_yes,
+                c.logit_no
+            );
+            // alone, unpadded: the same
+            let alone = m
+                .judge_documents(&prepared, std::slice::from_ref(doc))
+                .unwrap()[0];
+            assert!((alone.logit_yes - j.logit_yes).abs() < 1e-5);
+            checked += 1;
+        }
+        // an image followed by text
+        for d in fixture.documents.iter().filter(|d| d.image.is_some()) {
+            let visual = m
+                .encode_photos(&[&reference_input(d.image.as_deref().unwrap())])
+                .unwrap()
+                .remove(0);
+            let (ids, cut) = m.document_ids(true, &d.text, usize::MAX).unwrap();
+            assert!(!cut);
+            assert_eq!(
+                m.document_prompt_ids(&prepared, &ids, Some(visual.count())),
+                case(&d.key).input_ids,
+                "{qkey}/{}",
+                d.key
+            );
+            let doc = DocumentTokens {
+                ids: &ids,
+                visual: Some(&visual),
+            };
+            let j = m.judge_documents(&prepared, &[doc]).unwrap()[0];
+            let c = case(&d.key);
+            assert!(
+                close(j.logit_yes, c.logit_yes) && close(j.logit_no, c.logit_no),
+                "{qkey}/{}",
+                d.key
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, fixture.cases.len());
+}
+
+#[test]
+fn long_text_is_cut_from_the_right_and_said_so() {
+    let m = reranker();
+    let long = "The harbour at noon, with fishing boats and gulls. ".repeat(40);
+    let (full, cut) = m.document_ids(false, &long, usize::MAX).unwrap();
+    assert!(!cut);
+    let (short, cut) = m.document_ids(false, &long, 50).unwrap();
+    assert!(cut);
+    assert!(
+        short.len() < full.len() && short.len() <= 50 + 16,
+        "{}",
+        short.len()
+    );
+    // the end of the turn is kept
+    assert_eq!(short[short.len() - 5..], full[full.len() - 5..]);
+    // a text that fits is not cut
+    assert!(!m.document_ids(false, "cat", 50).unwrap().1);
+    assert!(m.document_ids(false, "", 50).is_err());
+}

@@ -42,7 +42,7 @@ pub use preprocess::{PhotoInput, PreprocessConfig};
 pub use profile::{report as stage_totals, reset as reset_stage_totals};
 pub use prompt::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};
 pub use random::{RandomWeights, lychee_7b_config};
-pub use reranker::{Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};
+pub use reranker::{DocumentTokens, Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};
 
 /// Why a model folder could not be used, or a model step failed. Each variant names the
 /// file involved, so that the message can tell the user what to fix.
@@ -69,6 +69,8 @@ pub enum ModelError {
     BadPreprocessor(String),
     #[error("the query needs some text or an image")]
     EmptyQuery,
+    #[error("the document needs some text or an image")]
+    EmptyDocument,
     #[error("out of device memory: {0}")]
     OutOfMemory(String),
     #[error("{0}")]

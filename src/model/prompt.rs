@@ -6,9 +6,11 @@
 //! ```
 //!
 //! A side's content is its image (`<|vision_start|><|image_pad|><|vision_end|>`, the pad
-//! expanded to one token per merged visual token) followed by its text. The document is
-//! always a photo, so everything before the document's `<|vision_start|>` is the same for
-//! every photo of a ranking: that is the prefix whose keys and values are computed once.
+//! expanded to one token per merged visual token) followed by its text. Everything up to
+//! the newline before `<Document>:` is the same for every document of a ranking: that is
+//! the prefix whose keys and values are computed once. The split falls where the Qwen2
+//! pre-tokenizer always splits (a newline run ends a piece, and `<Document` starts one),
+//! so the prefix's ids followed by a document's ids are the ids of the whole prompt.
 
 use super::tokenizer::{IMAGE_PAD, PromptTokenizer, VISION_END, VISION_START};
 use super::{ModelError, Result};
@@ -54,23 +56,40 @@ fn side(has_image: bool, text: &str) -> String {
 /// The prompt text with one `<|image_pad|>` per image; the pads are expanded later.
 pub fn prompt_text(instruction: &str, query_text: &str, query_has_image: bool) -> String {
     format!(
-        "<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<Instruct>: {instruction}<Query>:{query}\n<Document>:{document}<|im_end|>\n<|im_start|>assistant\n",
-        query = side(query_has_image, query_text),
-        document = side(true, ""),
+        "{}{}",
+        prefix_text(instruction, query_text, query_has_image),
+        document_text(true, "")
     )
 }
 
-/// The prompt as token ids, split where the photo begins.
+/// The prompt up to the document: system, instruction and query, ending in a newline.
+fn prefix_text(instruction: &str, query_text: &str, query_has_image: bool) -> String {
+    format!(
+        "<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<Instruct>: {instruction}<Query>:{query}\n",
+        query = side(query_has_image, query_text),
+    )
+}
+
+/// The prompt from the document on: the document (its image first, then its text) and the
+/// assistant's turn.
+fn document_text(has_image: bool, text: &str) -> String {
+    format!(
+        "<Document>:{document}<|im_end|>\n<|im_start|>assistant\n",
+        document = side(has_image, text)
+    )
+}
+
+/// The prompt as token ids, split where the document begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptIds {
-    /// Everything before the photo, with the query image's pad (if any) still single.
+    /// Everything before the document, with the query image's pad (if any) still single.
     pub prefix: Vec<u32>,
-    /// From the photo's `<|vision_start|>` to the end, with the photo's pad single.
+    /// A photo as the document: from `<Document>:` to the end, its pad single.
     pub suffix: Vec<u32>,
 }
 
 impl PromptIds {
-    /// Tokenizes the prompt and splits it at the document's `<|vision_start|>`.
+    /// Tokenizes the prefix and the photo document.
     pub fn new(
         tokenizer: &PromptTokenizer,
         instruction: &str,
@@ -80,29 +99,54 @@ impl PromptIds {
         if query_text.is_empty() && !query_has_image {
             return Err(ModelError::EmptyQuery);
         }
-        let ids = tokenizer.encode(&prompt_text(instruction, query_text, query_has_image))?;
-        let start = tokenizer.ids.vision_start;
-        let split = ids.iter().rposition(|&id| id == start).ok_or_else(|| {
-            ModelError::BadTokenizer(format!("{VISION_START} was not recognised as one token"))
-        })?;
-        let pads = ids
+        let prefix = tokenizer.encode(&prefix_text(instruction, query_text, query_has_image))?;
+        let suffix = document_ids(tokenizer, true, "")?;
+        let pads = prefix
             .iter()
             .filter(|&&id| id == tokenizer.ids.image_pad)
             .count();
-        if pads != 1 + usize::from(query_has_image) {
+        if pads != usize::from(query_has_image) {
             return Err(ModelError::BadTokenizer(format!(
                 "{IMAGE_PAD} was not recognised as one token"
             )));
         }
-        Ok(PromptIds {
-            prefix: ids[..split].to_vec(),
-            suffix: ids[split..].to_vec(),
-        })
+        Ok(PromptIds { prefix, suffix })
+    }
+}
+
+/// A document's ids, from `<Document>:` to the end, its image's pad (if any) single.
+pub fn document_ids(tokenizer: &PromptTokenizer, has_image: bool, text: &str) -> Result<Vec<u32>> {
+    let ids = tokenizer.encode(&document_text(has_image, text))?;
+    let pads = ids
+        .iter()
+        .filter(|&&id| id == tokenizer.ids.image_pad)
+        .count();
+    if pads != usize::from(has_image) || (has_image && !ids.contains(&tokenizer.ids.vision_start)) {
+        return Err(ModelError::BadTokenizer(format!(
+            "{VISION_START}{IMAGE_PAD}{VISION_END} was not recognised as three tokens"
+        )));
+    }
+    Ok(ids)
+}
+
+/// A document's ids with its text cut to at most `max_text_tokens` tokens (from the
+/// right, at a token boundary of the text read alone); the second value says whether it
+/// was cut.
+pub fn text_document_ids(
+    tokenizer: &PromptTokenizer,
+    has_image: bool,
+    text: &str,
+    max_text_tokens: usize,
+) -> Result<(Vec<u32>, bool)> {
+    match tokenizer.cut_after(text, max_text_tokens)? {
+        Some(kept) => Ok((document_ids(tokenizer, has_image, kept)?, true)),
+        None => Ok((document_ids(tokenizer, has_image, text)?, false)),
     }
 }
 
 /// The whole prompt's ids for a query (with an image of `query_tokens` visual tokens, if
-/// any) and a photo of `photo_tokens` visual tokens.
+/// any) and a photo of `photo_tokens` visual tokens (tokenized in two parts, as the model
+/// reads it; tests compare it with transformers' ids of the whole prompt).
 pub fn full_prompt_ids(
     tokenizer: &PromptTokenizer,
     instruction: &str,

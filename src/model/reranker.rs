@@ -82,6 +82,14 @@ impl VisualTokens {
     }
 }
 
+/// A document for [`Reranker::judge_documents`]: its ids from `<Document>:` on (its
+/// image's pad single), and its image's visual tokens when it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentTokens<'a> {
+    pub ids: &'a [u32],
+    pub visual: Option<&'a VisualTokens>,
+}
+
 /// The model's verdict on one photo.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judgement {
@@ -368,6 +376,20 @@ impl Reranker {
         ids
     }
 
+    /// The full prompt's ids for a document given by its ids from `<Document>:` on, with
+    /// an image of `visual_tokens` tokens if it has one (for inspection and tests).
+    pub fn document_prompt_ids(
+        &self,
+        query: &PreparedQuery,
+        document_ids: &[u32],
+        visual_tokens: Option<usize>,
+    ) -> Vec<u32> {
+        let pad = self.tokenizer.ids.image_pad;
+        let mut ids = query.prefix_ids.clone();
+        ids.extend(expand_pads(document_ids, pad, visual_tokens.as_slice()));
+        ids
+    }
+
     /// Judges one photo against a prepared query.
     pub fn judge(&self, query: &PreparedQuery, photo: &VisualTokens) -> Result<Judgement> {
         Ok(self.judge_batch(query, &[photo])?[0])
@@ -404,6 +426,82 @@ impl Reranker {
                 Ok(Tensor::cat(&embeds, 0)?)
             })?;
         let logits = self.text.score_suffix(&query.cache, &embeds, &positions)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        Ok(logits
+            .into_iter()
+            .map(|l| Judgement {
+                logit_yes: l[0],
+                logit_no: l[1],
+            })
+            .collect())
+    }
+
+    /// A document's ids from `<Document>:` on, for an image (when `has_image`) followed by
+    /// `text`, the text cut to `max_text_tokens` tokens; the second value says whether it
+    /// was cut.
+    pub fn document_ids(
+        &self,
+        has_image: bool,
+        text: &str,
+        max_text_tokens: usize,
+    ) -> Result<(Vec<u32>, bool)> {
+        if text.is_empty() && !has_image {
+            return Err(ModelError::EmptyDocument);
+        }
+        super::prompt::text_document_ids(&self.tokenizer, has_image, text, max_text_tokens)
+    }
+
+    /// Judges documents in one batch: all without an image, or all with images of one
+    /// merged grid; their texts may differ in length (the batch is padded on the right,
+    /// and each document is read at its own last token).
+    pub fn judge_documents(
+        &self,
+        query: &PreparedQuery,
+        docs: &[DocumentTokens<'_>],
+    ) -> Result<Vec<Judgement>> {
+        let Some(first) = docs.first() else {
+            return Ok(Vec::new());
+        };
+        let grid = first.visual.map(|v| v.merged);
+        if docs.iter().any(|d| d.visual.map(|v| v.merged) != grid) {
+            return Err(candle_core::Error::Msg(
+                "a batch of documents must share one image grid (or have none)".into(),
+            )
+            .into());
+        }
+        let pad = self.tokenizer.ids.image_pad;
+        let counts: Vec<usize> = grid.iter().map(|(r, c)| r * c).collect();
+        let rows: Vec<Vec<u32>> = docs
+            .iter()
+            .map(|d| expand_pads(d.ids, pad, &counts))
+            .collect();
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let seq = (query.prefix_len() + len) as u64;
+        self.check_budget(
+            self.text_bytes(seq) * docs.len() as u64,
+            "the language model",
+        )?;
+        // Padding: any token that is not an image pad; its rows are never read.
+        let filler = self.tokenizer.ids.im_end;
+        let last: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
+        let padded: Vec<Vec<u32>> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.resize(len, filler);
+                r
+            })
+            .collect();
+        let grids: Vec<(usize, usize)> = grid.into_iter().collect();
+        let (positions, _) = Positions::of(&padded[0], pad, &grids, query.cache.next_position);
+        let embeds = padded
+            .iter()
+            .zip(docs)
+            .map(|(ids, d)| self.text.embed(ids, pad, d.visual.map(|v| &v.tokens)))
+            .collect::<Result<Vec<_>>>()?;
+        let embeds = Tensor::cat(&embeds, 0)?;
+        let logits = self
+            .text
+            .score_suffix_at(&query.cache, &embeds, &positions, Some(&last))?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         Ok(logits
             .into_iter()

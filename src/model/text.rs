@@ -384,18 +384,48 @@ impl TextModel {
         embeds: &Tensor,
         positions: &Positions,
     ) -> Result<Tensor> {
-        let batch = embeds.dim(0)?;
+        self.score_suffix_at(prefix, embeds, positions, None)
+    }
+
+    /// [`TextModel::score_suffix`] for a batch padded on the right: row `b` is read at
+    /// position `last[b]` of the suffix instead of its end. Causal attention keeps each
+    /// row's real tokens blind to the padding after them, so no mask is needed; only the
+    /// last layer then runs over every position, to read each row where it ends.
+    pub fn score_suffix_at(
+        &self,
+        prefix: &PrefixCache,
+        embeds: &Tensor,
+        positions: &Positions,
+        last: Option<&[usize]>,
+    ) -> Result<Tensor> {
+        let (batch, len, _) = embeds.dims3()?;
+        let last = last.filter(|l| l.iter().any(|&i| i + 1 != len));
         let rope = stage("text.rope", &self.device, || {
             self.suffix_rope
                 .get_or_try((positions.clone(), batch), |(p, b)| self.rope_tables(p, *b))
         })?;
         let mut x = embeds.clone();
-        let last = self.layers.len() - 1;
+        let final_layer = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let past = prefix.layers.get(i);
-            x = layer.forward(&x, &rope, past, i == last)?.0;
+            x = layer
+                .forward(&x, &rope, past, i == final_layer && last.is_none())?
+                .0;
         }
-        let h = self.norm.forward(&x)?.squeeze(1)?; // (batch, hidden)
+        let h = match last {
+            None => self.norm.forward(&x)?.squeeze(1)?, // (batch, hidden)
+            Some(last) => {
+                let hidden = x.dim(2)?;
+                let rows: Vec<u32> = last
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &i)| (b * len + i.min(len - 1)) as u32)
+                    .collect();
+                let rows = Tensor::new(rows.as_slice(), x.device())?;
+                let x = x.reshape((batch * len, hidden))?.index_select(&rows, 0)?;
+                self.norm.forward(&x)?
+            }
+        };
         let logits = h
             .to_dtype(DType::F32)?
             .matmul(&self.judge_rows.to_dtype(DType::F32)?.t()?)?;

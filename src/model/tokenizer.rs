@@ -114,6 +114,25 @@ impl PromptTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// When `text` has more than `max_tokens` tokens, the part of it the first `max_tokens`
+    /// cover; None when it fits.
+    pub fn cut_after<'t>(&self, text: &'t str, max_tokens: usize) -> Result<Option<&'t str>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::BadTokenizer(e.to_string()))?;
+        if enc.len() <= max_tokens {
+            return Ok(None);
+        }
+        let end = enc.get_offsets()[max_tokens].0;
+        // Offsets are byte offsets into `text`; keep to a character boundary.
+        let end = (0..=end)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        Ok(Some(&text[..end]))
+    }
+
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
