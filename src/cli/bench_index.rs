@@ -40,6 +40,20 @@ pub struct BenchIndexArgs {
     /// Run on the CPU.
     #[arg(long)]
     pub cpu: bool,
+    /// Then both stages, as the window runs them: the first stage over the first of
+    /// `--vectors`, the judge on the best `--shortlist` (synthetic JPEG files); reports the
+    /// time from the query to the first score and to the last.
+    #[arg(long)]
+    pub two_stage: bool,
+    /// Photos the judge takes in the two-stage run.
+    #[arg(long, default_value_t = 200)]
+    pub shortlist: usize,
+    /// The judge's model folder for the two-stage run; without it, random weights of the
+    /// 7B shape with the tokenizer of --judge-tokenizer-from.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", default_value = "tests/fixtures/tiny-model")]
+    pub judge_tokenizer_from: PathBuf,
     /// Also write the report to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -98,7 +112,8 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
         .remove(0);
 
     let mut searches = Vec::new();
-    for &n in &args.vectors {
+    let mut two_stage = serde_json::Value::Null;
+    for (which, &n) in args.vectors.iter().enumerate() {
         let mut catalog = Catalog::new(vec![PathBuf::new(); n], "bench".into(), dim);
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut v = vec![0f32; dim];
@@ -114,22 +129,41 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
             v.iter_mut().for_each(|x| *x /= norm);
             catalog.set_f32(i, &v);
         }
-        let search_ms = median_ms(5, || {
-            let _ = catalog.top_k(&query, args.top);
+        let cpu_ms = median_ms(5, || {
+            let scores = catalog.cpu_similarities(&query);
+            let _ = crate::index::search::top_k_of(&scores, args.top);
         });
         let mib = catalog.vector_bytes() as f64 / (1 << 20) as f64;
         eprintln!(
-            "{n} vectors ({mib:.0} MiB): similarity and top {} in {search_ms:.1} ms, {:.1} ms with the query embedding",
+            "{n} vectors ({mib:.0} MiB): similarity and top {} on the CPU in {cpu_ms:.1} ms, {:.1} ms with the query embedding",
             args.top,
-            search_ms + query_ms
+            cpu_ms + query_ms
         );
+        let mut gpu_ms = None;
+        if embedder.device.is_gpu() {
+            catalog.upload(&embedder.device.device)?;
+            let ms = median_ms(5, || {
+                let _ = catalog.top_k(&query, args.top);
+            });
+            eprintln!(
+                "{n} vectors on the GPU: similarity and top {} in {ms:.2} ms, {:.2} ms with the query embedding",
+                args.top,
+                ms + query_ms
+            );
+            gpu_ms = Some(ms);
+        }
         searches.push(json!({
             "vectors": n,
             "vector_mib": mib,
-            "search_ms": search_ms,
+            "cpu_search_ms": cpu_ms,
+            "gpu_search_ms": gpu_ms,
             "query_embedding_ms": query_ms,
-            "total_ms": search_ms + query_ms,
+            "cpu_total_ms": cpu_ms + query_ms,
+            "gpu_total_ms": gpu_ms.map(|g| g + query_ms),
         }));
+        if args.two_stage && which == 0 {
+            two_stage = run_two_stages(args, &embedder, catalog)?;
+        }
     }
 
     let mut indexing = serde_json::Value::Null;
@@ -185,10 +219,88 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
         "top": args.top,
         "search": searches,
         "indexing": indexing,
+        "two_stage": two_stage,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// Both stages over `catalog` (synthetic vectors), the judge on real files: the best
+/// `--shortlist` rows get synthetic JPEG photos, then the clock starts at the query.
+fn run_two_stages(
+    args: &BenchIndexArgs,
+    embedder: &Embedder,
+    mut catalog: Catalog,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::worker::{RankEvent, RankRequest, RankSettings, run_ranking};
+    let text = "a red umbrella on a sunny beach";
+    let dir = tempfile::tempdir()?;
+    let size = super::bench::parse_size(&args.size)?;
+    let files = super::bench::write_photos(dir.path(), args.shortlist, size)?;
+    let query = embedder.embed_texts(&[text])?.remove(0);
+    for (hit, file) in catalog.top_k(&query, args.shortlist).iter().zip(&files) {
+        catalog.photos[hit.photo] = file.clone();
+    }
+    let (device, _) = ComputeDevice::select(if args.cpu {
+        DevicePreference::Cpu
+    } else {
+        DevicePreference::Auto
+    });
+    let judge = match &args.model {
+        Some(dir) => crate::model::Reranker::load(dir, device)?,
+        None => crate::model::Reranker::random(
+            crate::model::lychee_7b_config(),
+            &args.judge_tokenizer_from,
+            device,
+        )?,
+    };
+    if judge.device.is_gpu() {
+        judge.warm_up()?;
+    }
+    eprintln!(
+        "two stages: {} vectors, the judge on the best {}",
+        catalog.indexed(),
+        args.shortlist
+    );
+    let start = Instant::now();
+    let q = embedder.embed_query(Some(text), None)?;
+    let shortlist: Vec<PathBuf> = catalog
+        .top_k(&q, args.shortlist)
+        .iter()
+        .map(|h| catalog.photos[h.photo].clone())
+        .collect();
+    let first_stage_ms = start.elapsed().as_secs_f64() * 1e3;
+    let request = RankRequest::new(text, shortlist);
+    let mut first_score_ms = None;
+    let mut scored = 0usize;
+    run_ranking(
+        &judge,
+        &request,
+        RankSettings::for_model(&judge),
+        None,
+        &std::sync::atomic::AtomicBool::new(false),
+        |event| {
+            if let RankEvent::PhotoScored { .. } = event {
+                scored += 1;
+                first_score_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
+            }
+        },
+    )?;
+    let total_s = start.elapsed().as_secs_f64();
+    eprintln!(
+        "two stages: first stage {first_stage_ms:.1} ms, first score {:.0} ms, {scored} judged in {total_s:.1} s",
+        first_score_ms.unwrap_or(f64::NAN)
+    );
+    Ok(json!({
+        "vectors": catalog.indexed(),
+        "shortlist": args.shortlist,
+        "photo_size": args.size,
+        "first_stage_ms": first_stage_ms,
+        "first_score_ms": first_score_ms,
+        "judged": scored,
+        "all_judged_s": total_s,
+    }))
 }

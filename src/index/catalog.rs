@@ -69,6 +69,16 @@ impl Catalog {
         self.rows.get(index).is_some_and(Option::is_some)
     }
 
+    /// Keeps the vectors on `device` too, so that searches run there (nothing on the CPU).
+    pub fn upload(&mut self, device: &candle_core::Device) -> candle_core::Result<()> {
+        self.vectors.upload(device)
+    }
+
+    /// The cosine of every indexed photo's vector with `query`, by row, on the CPU alone.
+    pub fn cpu_similarities(&self, query: &[f32]) -> Vec<f32> {
+        self.vectors.cpu_similarities(query)
+    }
+
     /// Bytes the vectors take.
     pub fn vector_bytes(&self) -> usize {
         self.vectors.bytes()

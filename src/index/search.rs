@@ -1,8 +1,10 @@
 //! Brute-force search: every photo's vector against the query's, one matrix-vector product
 //! over f16 rows converted to f32 a block at a time, split across the CPU's cores, then the
-//! best K. Up to about a million photos this takes well under a second on a laptop CPU and
-//! needs no approximate index (docs/PERFORMANCE.md has the numbers).
+//! best K. With a GPU the rows are also kept there (in f32, uploaded once) and the product
+//! runs on it. Up to about a million photos this takes well under a second on a laptop
+//! CPU and needs no approximate index (docs/PERFORMANCE.md has the numbers).
 
+use candle_core::{DType, Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
@@ -14,6 +16,8 @@ const BLOCK_ROWS: usize = 64;
 pub struct VectorSet {
     dim: usize,
     data: Vec<f16>,
+    /// The same rows on a GPU, when uploaded (and still complete).
+    on_device: Option<(usize, Tensor)>,
 }
 
 impl VectorSet {
@@ -22,6 +26,7 @@ impl VectorSet {
         VectorSet {
             dim,
             data: Vec::new(),
+            on_device: None,
         }
     }
 
@@ -58,8 +63,41 @@ impl VectorSet {
         self.data.len() * 2
     }
 
+    /// Keeps a copy of the rows on `device` for [`VectorSet::similarities`] (nothing on the
+    /// CPU). Rows added later are searched on the CPU until the next upload.
+    pub fn upload(&mut self, device: &Device) -> candle_core::Result<()> {
+        if device.is_cpu() || self.is_empty() {
+            self.on_device = None;
+            return Ok(());
+        }
+        if self
+            .on_device
+            .as_ref()
+            .is_some_and(|(rows, _)| *rows == self.len())
+        {
+            return Ok(());
+        }
+        let rows = Tensor::from_slice(&self.data, (self.len(), self.dim), &Device::Cpu)?
+            .to_device(device)?
+            .to_dtype(DType::F32)?;
+        self.on_device = Some((self.len(), rows));
+        Ok(())
+    }
+
     /// The cosine of every row with `query` (which must be L2-normalized).
     pub fn similarities(&self, query: &[f32]) -> Vec<f32> {
+        assert_eq!(query.len(), self.dim, "query width");
+        if let Some((rows, tensor)) = &self.on_device
+            && *rows == self.len()
+            && let Ok(scores) = device_similarities(tensor, query)
+        {
+            return scores;
+        }
+        self.cpu_similarities(query)
+    }
+
+    /// [`VectorSet::similarities`] on the CPU's cores.
+    pub fn cpu_similarities(&self, query: &[f32]) -> Vec<f32> {
         assert_eq!(query.len(), self.dim, "query width");
         let dim = self.dim;
         let mut out = vec![0f32; self.len()];
@@ -81,6 +119,12 @@ impl VectorSet {
         let scores = self.similarities(query);
         top_k_of(&scores, k)
     }
+}
+
+/// One matrix-vector product on the device; the scores come back to the host.
+fn device_similarities(rows: &Tensor, query: &[f32]) -> candle_core::Result<Vec<f32>> {
+    let q = Tensor::from_slice(query, (query.len(), 1), rows.device())?;
+    rows.matmul(&q)?.squeeze(1)?.to_vec1::<f32>()
 }
 
 /// The `k` best of `scores`, best first (ties: the lower index first).

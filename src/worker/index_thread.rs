@@ -415,6 +415,13 @@ impl Indexer {
                 Flow::Continue
             },
         );
+        // Searches run on the GPU when there is one (the CPU copy stays for the rows that
+        // arrive later).
+        if let Err(e) = self.catalog.upload(&embedder.device.device) {
+            emit(IndexThreadEvent::Notice {
+                text: format!("The index is searched on the CPU ({e})"),
+            });
+        }
         match result {
             Ok(summary) => emit(IndexThreadEvent::Finished(summary)),
             Err(e) => emit(IndexThreadEvent::Notice {
