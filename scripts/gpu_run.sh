@@ -65,9 +65,9 @@ if has index; then
   # The first stage: query embedding, search over 100,000 and 1,000,000 vectors (GPU and
   # the 16 CPU cores), indexing of synthetic JPEGs, then both stages with the 7B judge.
   step "first stage on the GPU, and two stages with the random 7B judge"
-  timeout 480 "$BIN" bench-index --vectors 100000,1000000 --photos 1024 --two-stage --shortlist 200 --json "$OUT/bench_index_gpu.json" | tail -n 0
+  timeout 480 "$BIN" bench-index --vectors 100000,1000000 --photos 1024 --two-stage --shortlist 200 --json "$OUT/bench_index_gpu.json" > /dev/null
   step "first stage on the CPU cores of this machine"
-  timeout 300 "$BIN" bench-index --cpu --vectors 100000,1000000 --photos 64 --json "$OUT/bench_index_cpu.json" | tail -n 0
+  timeout 300 "$BIN" bench-index --cpu --vectors 100000,1000000 --photos 64 --json "$OUT/bench_index_cpu.json" > /dev/null
   step "the tiny embedder on the GPU (bf16) against the CPU (f32): same order"
   LYCHEE_CACHE_DIR=/tmp/idx-gpu timeout 120 "$BIN" search --json --query "$QUERY" --embedder tests/fixtures/tiny-siglip tests/fixtures/photos > /tmp/search_gpu.jsonl
   LYCHEE_CACHE_DIR=/tmp/idx-cpu timeout 120 "$BIN" search --cpu --json --query "$QUERY" --embedder tests/fixtures/tiny-siglip tests/fixtures/photos > /tmp/search_cpu.jsonl

@@ -185,6 +185,18 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
             |rx| rx.iter().count(),
         )?;
         let decode_rate = photos.len() as f64 / start.elapsed().as_secs_f64();
+        // The embedder alone, on photos already prepared: one batch, timed to the results.
+        let batch = crate::index::batch_size(&embedder).min(photos.len());
+        let prepared: Vec<_> = photos[..batch]
+            .iter()
+            .map(|p| crate::library::decode_photo(p).map(|d| embedder.prepare_image(&d.image)))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<_> = prepared.iter().collect();
+        let embed_ms = median_ms(3, || {
+            let _ = embedder.embed_images(&refs);
+        });
+        let embed_rate = batch as f64 / (embed_ms / 1e3);
+        eprintln!("the embedder alone: a batch of {batch} prepared photos in {embed_ms:.1} ms ({embed_rate:.0} photos/s)");
         let mut catalog = Catalog::default();
         let summary = run_indexing(&embedder, &photos, None, &mut catalog, |_, _| {
             Flow::Continue
@@ -205,6 +217,7 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
             "size": args.size,
             "photos_per_s": summary.photos_per_s,
             "decode_photos_per_s": decode_rate,
+            "embedder_photos_per_s": embed_rate,
             "bound_by": bound,
             "batch": crate::index::batch_size(&embedder),
             "decode_threads": crate::library::ahead::prepare_threads(),
