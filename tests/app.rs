@@ -500,3 +500,42 @@ fn two_stages_show_the_first_guess_then_the_judges_order() {
         a.session.run.as_ref().is_some_and(|r| !r.active()) && a.session.outcomes.len() == 8
     });
 }
+
+#[test]
+fn the_window_keeps_drawing_while_the_library_is_indexed() {
+    let cache = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    let base = std::fs::read(common::photo_dir().join("tiny_icon.png")).unwrap();
+    let n = 1000;
+    for i in 0..n {
+        let mut bytes = base.clone();
+        bytes.extend_from_slice(format!("photo {i}").as_bytes());
+        std::fs::write(photos.path().join(format!("{i:04}.png")), bytes).unwrap();
+    }
+    let mut h = harness_full(
+        cache.path(),
+        common::model_dir().to_string_lossy().into_owned(),
+        None,
+        Some(common::fixtures().join("tiny-siglip")),
+    );
+    wait_for(&mut h, "the embedder", |a| a.session.index.ready());
+    drop_folder(&mut h, photos.path());
+    // Frames while the index thread works: the window never waits for it.
+    let (mut frames, mut slowest) = (0u32, Duration::ZERO);
+    let mut saw_progress = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !h.state().session.index.complete() {
+        assert!(Instant::now() < deadline, "indexing did not finish");
+        let start = Instant::now();
+        h.step();
+        slowest = slowest.max(start.elapsed());
+        frames += 1;
+        let index = &h.state().session.index;
+        saw_progress |= index.running && index.indexed > 0 && index.indexed < n;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(h.state().session.index.indexed, n);
+    assert!(saw_progress, "the progress was shown while indexing");
+    assert!(frames > 10, "{frames} frames");
+    eprintln!("indexed {n} photos over {frames} frames; the slowest frame took {slowest:?}");
+}
