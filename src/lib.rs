@@ -11,6 +11,7 @@ pub mod hub;
 pub mod index;
 pub mod library;
 pub mod model;
+pub mod server;
 pub mod worker;
 
 /// The name of the app's folders (cache, settings).

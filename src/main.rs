@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Some(Command::Search(args)) => cli::index::run_search(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
         Some(Command::BenchIndex(args)) => cli::bench_index::run(args),
+        Some(Command::Serve(args)) => cli::serve::run(args),
         Some(Command::Download(args)) => cli::download::run(args),
         #[cfg(feature = "gui")]
         None => lychee_rerank::app::run(cli.paths, cli.model, cli.embedder),

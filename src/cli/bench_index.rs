@@ -196,7 +196,9 @@ fn bench(args: &BenchIndexArgs) -> anyhow::Result<()> {
             let _ = embedder.embed_images(&refs);
         });
         let embed_rate = batch as f64 / (embed_ms / 1e3);
-        eprintln!("the embedder alone: a batch of {batch} prepared photos in {embed_ms:.1} ms ({embed_rate:.0} photos/s)");
+        eprintln!(
+            "the embedder alone: a batch of {batch} prepared photos in {embed_ms:.1} ms ({embed_rate:.0} photos/s)"
+        );
         let mut catalog = Catalog::default();
         let summary = run_indexing(&embedder, &photos, None, &mut catalog, |_, _| {
             Flow::Continue

@@ -3,11 +3,13 @@
 
 pub mod bench;
 pub mod bench_index;
+pub mod documents;
 pub mod download;
 pub mod index;
 pub mod ops;
 pub mod progress;
 pub mod rank;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -46,6 +48,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Measure ranking speed and memory on synthetic photos.
     Bench(bench::BenchArgs),
+    /// Answer rerank requests from other programs over HTTP (TEI, Cohere, Jina, vLLM formats).
+    Serve(serve::ServeArgs),
     /// Measure the first stage: search over many vectors, and indexing speed.
     BenchIndex(bench_index::BenchIndexArgs),
     /// Download a model from the Hugging Face Hub into the local cache.
@@ -168,7 +172,14 @@ pub struct RankArgs {
     pub shortlist: Option<usize>,
     #[command(flatten)]
     pub embedder: EmbedderArgs,
+    /// Documents to rank, as JSON lines: {"text": ...}, {"image": PATH}, or both (an
+    /// image followed by text); photos given as PATH join them as image documents.
+    #[arg(long, value_name = "FILE")]
+    pub documents: Option<PathBuf>,
+    /// Most text tokens of a document (longer texts are cut from the right).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_text_tokens: usize,
     /// Photos and folders (folders are walked recursively).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "documents", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }

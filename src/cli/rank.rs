@@ -60,6 +60,9 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     if query_text.trim().is_empty() && args.query_image.is_none() {
         bail!("give a --query, a --query-image, or both");
     }
+    if let Some(file) = &args.documents {
+        return super::documents::rank_documents(&args, file);
+    }
     let scan = super::index::scan(&args.paths)?;
     // Two stages: the first ranks every photo by similarity, the model judges the best K.
     let mut first_stage: HashMap<PathBuf, (f32, usize)> = HashMap::new();

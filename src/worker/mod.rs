@@ -3,6 +3,7 @@
 pub mod index_thread;
 pub mod load;
 pub mod rank;
+pub mod score;
 pub mod thread;
 
 pub use index_thread::{
@@ -10,4 +11,5 @@ pub use index_thread::{
 };
 pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+pub use score::{BatchLimits, Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 pub use thread::{Command, Event, InferenceThread, ModelInfo, RankHandle, RankJob, RankReply};

@@ -6,7 +6,7 @@
 //! repaint request).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bo
 
 use super::load::load_reranker;
 use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+use super::score::{BatchLimits, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 use crate::cache::scores::ScoreCache;
 use crate::hub::ModelSource;
 use crate::model::device::DevicePreference;
@@ -32,6 +33,9 @@ pub enum Command {
     },
     /// Rank, replying on the job's own channel.
     Rank(RankJob),
+    /// Score documents for another program (the server), replying on the job's channel;
+    /// several such jobs are served at once, a batch at a time.
+    Score(ScoreJob),
     /// Finish the current step and exit.
     Shutdown,
 }
@@ -104,6 +108,8 @@ pub struct ModelInfo {
     pub max_pixels: usize,
     /// Set when a GPU was wanted but the CPU is used (and why).
     pub note: Option<String>,
+    /// How images are prepared for this model.
+    pub inputs: PhotoPreparer,
 }
 
 /// What the inference thread reports beside the rankings' own replies.
@@ -132,6 +138,8 @@ pub enum Event {
 pub struct InferenceThread {
     commands: Sender<Command>,
     events: Receiver<Event>,
+    /// Documents of score jobs waiting (for the server's metrics).
+    queued: Arc<AtomicUsize>,
     shutdown: Arc<AtomicBool>,
     /// The cancel flag of the last ranking sent, raised on shutdown.
     last_job: Option<Arc<AtomicBool>>,
@@ -141,7 +149,8 @@ pub struct InferenceThread {
 /// Capacity of a ranking's reply channel: enough for a burst of scores between two frames.
 const REPLY_CAPACITY: usize = 4096;
 const EVENT_CAPACITY: usize = 256;
-const COMMAND_CAPACITY: usize = 16;
+/// Commands waiting: a server's clients send one each.
+const COMMAND_CAPACITY: usize = 1024;
 
 impl InferenceThread {
     /// Starts the thread. `notify` is called after every event (e.g. to repaint). Scores
@@ -158,6 +167,7 @@ impl InferenceThread {
         let (command_tx, command_rx) = bounded(COMMAND_CAPACITY);
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             commands: command_rx,
             events: event_tx,
@@ -166,6 +176,8 @@ impl InferenceThread {
             model: None,
             cache: None,
             cache_path,
+            scheduler: None,
+            queued: Arc::clone(&queued),
         };
         let handle = std::thread::Builder::new()
             .name("inference".into())
@@ -173,6 +185,7 @@ impl InferenceThread {
         Ok(InferenceThread {
             commands: command_tx,
             events: event_rx,
+            queued,
             shutdown,
             last_job: None,
             handle: Some(handle),
@@ -186,6 +199,7 @@ impl InferenceThread {
         InferenceThread {
             commands,
             events,
+            queued: Arc::new(AtomicUsize::new(0)),
             shutdown: Arc::new(AtomicBool::new(true)),
             last_job: None,
             handle: None,
@@ -205,6 +219,17 @@ impl InferenceThread {
     pub fn rank(&mut self, request: RankRequest, use_cache: bool) -> Option<RankHandle> {
         let (job, handle) = RankJob::new(request, use_cache);
         self.send(Command::Rank(job)).then_some(handle)
+    }
+
+    /// A sender of commands for other threads (the server's handlers), which need no
+    /// handle of their own.
+    pub fn commands(&self) -> Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// Documents of score jobs waiting for the model.
+    pub fn queued(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued)
     }
 
     /// Events received so far, without waiting.
@@ -257,31 +282,62 @@ struct Worker {
     /// The score cache, opened at the first ranking (None when it cannot be used).
     cache: Option<Option<Mutex<ScoreCache>>>,
     cache_path: Option<PathBuf>,
+    /// Score jobs under way (made when a model is loaded).
+    scheduler: Option<Scheduler>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Worker {
     fn run(mut self) {
         loop {
-            let command = match self.commands.recv_timeout(Duration::from_millis(200)) {
-                Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) if !self.shutdown.load(Ordering::SeqCst) => continue,
-                Err(_) => return,
+            let busy = self.scheduler.as_ref().is_some_and(|s| !s.is_idle());
+            // With score jobs waiting, commands are taken between batches without waiting.
+            let command = if busy {
+                match self.commands.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(crossbeam_channel::TryRecvError::Empty) => None,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match self.commands.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
             };
-            if matches!(command, Command::Shutdown) || self.shutdown.load(Ordering::SeqCst) {
+            if self.shutdown.load(Ordering::SeqCst) || matches!(command, Some(Command::Shutdown)) {
+                if let Some(s) = self.scheduler.as_mut() {
+                    s.fail_all("the server is shutting down");
+                }
                 return;
             }
             // A panic in model code must not take the thread (and the window's model) down
             // silently: it is reported, and the thread carries on with the next command.
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(command)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match command {
+                Some(command) => self.handle(command),
+                None => self.score_step(),
+            }));
             if let Err(panic) = result {
                 let reason = panic_message(&panic);
+                // The batch in hand is lost: its requests are told, the others go on.
+                if let Some(s) = self.scheduler.as_mut() {
+                    s.fail_all(&format!(
+                        "an internal error interrupted the scoring ({reason})"
+                    ));
+                }
                 self.emit(Event::Recovered {
                     reason: format!(
                         "an internal error interrupted the work ({reason}); please try again"
                     ),
                 });
             }
+        }
+    }
+
+    /// One batch of the score jobs under way.
+    fn score_step(&mut self) {
+        if let (Some(scheduler), Some(model)) = (self.scheduler.as_mut(), self.model.as_ref()) {
+            scheduler.step(model);
         }
     }
 
@@ -293,12 +349,24 @@ impl Worker {
                 name,
             } => self.load(source, device, name),
             Command::Rank(job) => self.rank(job),
+            Command::Score(job) => match self.scheduler.as_mut() {
+                Some(s) if self.model.is_some() => s.push(job),
+                _ => {
+                    let _ = job.reply.send(ScoreReply::Failed {
+                        reason: "no model is loaded yet".into(),
+                    });
+                }
+            },
             Command::Shutdown => {}
         }
     }
 
     fn load(&mut self, source: ModelSource, preference: DevicePreference, name: Option<String>) {
         let name = name.unwrap_or_else(|| source.display());
+        if let Some(s) = self.scheduler.as_mut() {
+            s.fail_all("the model is being replaced; send the request again");
+        }
+        self.scheduler = None;
         self.model = None; // free the old model's memory first
         self.emit(Event::ModelLoading { name: name.clone() });
         let (device, note) = ComputeDevice::select(preference);
@@ -317,7 +385,12 @@ impl Worker {
                     load_seconds: loaded.load_seconds,
                     max_pixels: model.preprocess.max_pixels,
                     note,
+                    inputs: PhotoPreparer::of(&model),
                 };
+                self.scheduler = Some(Scheduler::new(
+                    BatchLimits::for_model(&model),
+                    Arc::clone(&self.queued),
+                ));
                 self.model = Some(model);
                 self.emit(Event::ModelReady(info));
             }
