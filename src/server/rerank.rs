@@ -153,6 +153,7 @@ async fn serve(state: &Arc<ServerState>, call: Call) -> Result<Response, ApiErro
         max_text_tokens: state.config.max_text_tokens,
         reply,
     };
+    let submitted = std::time::Instant::now();
     state.commands.try_send(Command::Score(job)).map_err(|_| {
         ApiError::overloaded(
             "Model is overloaded: the queue of the model is full; try again shortly",
@@ -207,7 +208,13 @@ async fn serve(state: &Arc<ServerState>, call: Call) -> Result<Response, ApiErro
             long.index, state.config.max_text_tokens
         )));
     }
-    Ok(respond(state, &call, scored, &texts, prefix))
+    let model_ms = submitted.elapsed().as_secs_f64() * 1e3;
+    let mut response = respond(state, &call, scored, &texts, prefix);
+    // As text-embeddings-inference does: the time the model's side took (queue included).
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{model_ms:.3}")) {
+        response.headers_mut().insert("x-compute-time", v);
+    }
+    Ok(response)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -93,23 +93,29 @@ pub enum ScoreReply {
 /// Photos and texts the model takes together at most.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
+    /// Text documents in one batch.
     pub max_documents: usize,
+    /// Documents with an image in one batch (as many as the device's memory holds).
+    pub max_images: usize,
     /// Text tokens in one batch (documents x longest document).
     pub max_tokens: usize,
 }
 
 impl BatchLimits {
-    /// For `model`'s device: one photo at a time on the CPU; on a GPU what its free memory
-    /// holds, and text batches of up to 64 documents.
+    /// For `model`'s device: images as a ranking batches photos (what the free memory
+    /// holds); texts up to 64 at a time on a GPU, 16 on the CPU.
     pub fn for_model(model: &Reranker) -> Self {
+        let max_images = model.suggested_batch().max(1);
         if model.device.is_gpu() {
             BatchLimits {
                 max_documents: 64,
+                max_images,
                 max_tokens: 32 * 1024,
             }
         } else {
             BatchLimits {
                 max_documents: 16,
+                max_images,
                 max_tokens: 4 * 1024,
             }
         }
@@ -280,6 +286,11 @@ impl Scheduler {
             return Vec::new();
         };
         let want = grid_of(&front.job.documents[first]);
+        let limit = if want.is_some() {
+            limits.max_images
+        } else {
+            limits.max_documents
+        };
         let mut batch = Vec::new();
         let mut longest = 0usize;
         for (r, p) in self.pending.iter_mut().enumerate() {
@@ -289,7 +300,7 @@ impl Scheduler {
             let mut rest = VecDeque::new();
             while let Some(i) = p.todo.pop_front() {
                 let doc = &p.job.documents[i];
-                let fits = batch.len() < limits.max_documents && grid_of(doc) == want && {
+                let fits = batch.len() < limit && grid_of(doc) == want && {
                     // A rough length (4 bytes a token) keeps long and short texts apart and
                     // the batch within its token budget.
                     let len = doc.text.len() / 4 + 8;
@@ -302,13 +313,13 @@ impl Scheduler {
                 } else {
                     rest.push_back(i);
                 }
-                if batch.len() >= limits.max_documents {
+                if batch.len() >= limit {
                     break;
                 }
             }
             rest.extend(p.todo.drain(..));
             p.todo = rest;
-            if batch.len() >= limits.max_documents {
+            if batch.len() >= limit {
                 break;
             }
         }
@@ -341,7 +352,9 @@ impl Scheduler {
             Err(e) => {
                 if ready.len() > 1 && e.is_out_of_memory() {
                     model.release_cached_memory();
-                    self.limits.max_documents = (ready.len() / 2).max(1);
+                    let half = (ready.len() / 2).max(1);
+                    self.limits.max_documents = self.limits.max_documents.min(half);
+                    self.limits.max_images = self.limits.max_images.min(half);
                     self.limits.max_tokens = (self.limits.max_tokens / 2).max(512);
                 }
                 for one in ready.chunks(1) {

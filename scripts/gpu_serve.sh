@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The rerank server on the GPU machine, beside its transformers peer, in one session:
+# text documents of about 200 tokens (transformers in batches of 16 and 64, then the
+# server on the very same weights and texts, with 1, 4 and 16 clients sending 64
+# documents per request), photos through the server and through `rank` on the same
+# photos, and the first stage's embedder alone. The CUDA binary is carried as for
+# scripts/gpu_run.sh (.gpu/lychee-rerank.xz).
+#
+#   (device) OUT=/tmp/out bash scripts/gpu_serve.sh
+set -u
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/serve-log.txt") 2>&1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+BIN=/tmp/lychee-rerank
+[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
+step() { echo; echo "=== $* ($(date +%T))"; }
+R7B=/tmp/rand7b
+PORT=8080
+URL=http://127.0.0.1:$PORT
+
+step machine
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+step "transformers: 512 text documents of about 200 tokens, random 7B weights (saved for the server)"
+timeout 420 python3 scripts/bench_transformers_text.py --save-random "$R7B" --documents 512 --tokens 200 \
+  --batches 16,64 --texts-out /tmp/texts.jsonl --json "$OUT/tf_text.json"
+
+step "the server on the same weights"
+"$BIN" serve --model "$R7B" --port $PORT > /tmp/serve.log 2>&1 &
+server=$!
+for _ in $(seq 1 240); do
+  python3 -c "import urllib.request; urllib.request.urlopen('$URL/health', timeout=2)" 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || break
+  sleep 0.5
+done
+cat /tmp/serve.log
+for c in 1 4 16; do
+  r=$(( 8 / (c < 8 ? c : 8) )); [ "$r" -lt 1 ] && r=1
+  step "server, text: $c clients x $r requests of 64 documents"
+  timeout 300 python3 scripts/load_test.py --url "$URL" --clients $c --requests $r --documents 64 \
+    --texts /tmp/texts.jsonl --format tei --pid $server --json "/tmp/serve_text_$c.json" | grep -E '"(documents_per_s|requests_per_s|latency_p50_ms|latency_p99_ms|outside_model_p99_ms|every_request_answered)"'
+done
+
+step "64 photos of 1024x768, through the server (4 clients, 8 photos a request) and through rank"
+python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/p64'), 64, 1024, 768)"
+timeout 300 python3 scripts/load_test.py --url "$URL" --clients 4 --requests 2 --documents 8 --image-dir /tmp/p64 \
+  --pid $server --json "$OUT/serve_photos.json" | grep -E '"(documents_per_s|latency_p50_ms|every_request_answered)"'
+kill "$server"; wait "$server" 2>/dev/null
+timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "boats in the harbour" --json /tmp/p64 2>&1 >/dev/null | grep -E "^ranked|model ready"
+
+step "the first stage's embedder alone, and indexing"
+timeout 300 "$BIN" bench-index --vectors 100000 --photos 512 --json "$OUT/bench_index_gpu.json" > /dev/null
+step done
