@@ -44,7 +44,7 @@ for c in 1 4 16; do
 done
 
 step "64 photos of 1024x768, through the server (4 clients, 8 photos a request) and through rank"
-python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/p64'), 64, 1024, 768)"
+mkdir -p /tmp/p64 && python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/p64'), 64, 1024, 768)"
 timeout 300 python3 scripts/load_test.py --url "$URL" --clients 4 --requests 2 --documents 8 --image-dir /tmp/p64 \
   --pid $server --json "$OUT/serve_photos.json" | grep -E '"(documents_per_s|latency_p50_ms|every_request_answered)"'
 kill "$server"; wait "$server" 2>/dev/null

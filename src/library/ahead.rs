@@ -14,7 +14,7 @@ pub fn prepare_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .clamp(1, 8)
+        .clamp(1, 16)
 }
 
 /// Runs `prepare` on every item of `items` on [`prepare_threads`] threads named
