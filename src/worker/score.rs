@@ -161,7 +161,17 @@ impl Scheduler {
             job.query.text.clone(),
             job.query_image_key.clone(),
         );
-        let todo: VecDeque<usize> = (0..job.documents.len()).collect();
+        // Texts of similar length are judged together (less padding), images of one
+        // grid together: the documents are taken in that order.
+        let mut order: Vec<usize> = (0..job.documents.len()).collect();
+        order.sort_by_key(|&i| {
+            let d = &job.documents[i];
+            (
+                d.image.as_ref().map(|im| (im.grid_h, im.grid_w)),
+                d.text.len(),
+            )
+        });
+        let todo: VecDeque<usize> = order.into();
         self.queued.fetch_add(todo.len(), Ordering::Relaxed);
         self.pending.push_back(Pending {
             job,
