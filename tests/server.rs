@@ -648,6 +648,7 @@ fn the_key_the_host_and_web_pages() {
 fn many_clients_at_once_and_one_that_goes_away() {
     let server = serve(ServerConfig {
         max_concurrent: 64,
+        max_batch_documents: 5000,
         ..config()
     });
     let model = reranker();
@@ -676,8 +677,9 @@ fn many_clients_at_once_and_one_that_goes_away() {
             });
         }
     });
-    // A client that sends a large request and goes away: its documents are dropped.
-    let many: Vec<String> = (0..300)
+    // A client that sends a large request (seconds of work) and goes away: its documents
+    // are dropped.
+    let many: Vec<String> = (0..5000)
         .map(|i| format!("document number {i} about boats"))
         .collect();
     let body = json!({"query": "boats", "texts": many}).to_string();
@@ -702,7 +704,17 @@ fn many_clients_at_once_and_one_that_goes_away() {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
+        let scored: u64 = m
+            .lines()
+            .find(|l| l.starts_with("lychee_documents_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         if dropped > 0 {
+            assert!(
+                scored < 240 + 5000,
+                "the abandoned request was finished: {scored} scored"
+            );
             break;
         }
         assert!(

@@ -29,7 +29,7 @@ pub enum ModelStatus {
         name: String,
         since: Instant,
     },
-    Ready(ModelInfo),
+    Ready(Box<ModelInfo>),
     Failed {
         name: String,
         reason: String,

@@ -81,13 +81,17 @@ pub fn load(args: &EmbedderArgs, cpu: bool) -> anyhow::Result<Embedder> {
     Ok(loaded.embedder)
 }
 
+/// What indexing a set of photos gives: the catalog, the summary, and the photos that
+/// could not be indexed (by index) with the reason.
+pub type Indexed = (Catalog, IndexSummary, Vec<(usize, String)>);
+
 /// The first stage over `photos`: indexes what is not indexed yet (progress on stderr)
 /// and returns the catalog and what the run did.
 pub fn index_photos(
     embedder: &Embedder,
     photos: &[PathBuf],
     use_index: bool,
-) -> anyhow::Result<(Catalog, IndexSummary, Vec<(usize, String)>)> {
+) -> anyhow::Result<Indexed> {
     let store = if use_index {
         match IndexStore::open(&IndexStore::default_path()) {
             Ok((store, warning)) => {

@@ -80,7 +80,7 @@ fn check(state: &ServerState, req: &Request) -> Result<Preflight, ApiError> {
         .and_then(|h| h.to_str().ok())
         .map(host_name)
         .ok_or_else(|| ApiError::forbidden("the request has no Host header"))?;
-    if !state.allowed_hosts.iter().any(|h| *h == host) {
+    if !state.allowed_hosts.contains(&host) {
         return Err(ApiError::forbidden(format!(
             "this server does not answer to the host {host:?} (it answers to {}); start it with --allow-host {host} to accept it",
             state.allowed_hosts.join(", ")

@@ -248,7 +248,7 @@ pub fn start(
                                 "model ready on {} ({}) in {:.1} s",
                                 info.device, info.dtype, info.load_seconds
                             );
-                            *model = ModelState::Ready(Box::new(info));
+                            *model = ModelState::Ready(info);
                         }
                         Event::ModelFailed { reason, .. } => {
                             eprintln!("the model could not be loaded: {reason}");

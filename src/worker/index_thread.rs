@@ -349,14 +349,11 @@ impl Indexer {
     }
 
     fn index(&mut self, photos: Vec<PathBuf>) -> Option<IndexCommand> {
-        if self.embedder.is_none() {
-            // Indexed as soon as an embedder is loaded (the window asks again then).
-            return None;
-        }
+        // Without an embedder, the library is indexed once one is loaded (the window
+        // asks again then).
+        self.embedder.as_ref()?;
         self.open_store();
-        let Some(embedder) = self.embedder.as_ref() else {
-            return None;
-        };
+        let embedder = self.embedder.as_ref()?;
         let store = self.store.as_ref().and_then(Option::as_ref);
         let (events, notify, shutdown, commands) =
             (&self.events, &self.notify, &self.shutdown, &self.commands);

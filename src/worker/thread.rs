@@ -118,7 +118,7 @@ pub enum Event {
     ModelLoading {
         name: String,
     },
-    ModelReady(ModelInfo),
+    ModelReady(Box<ModelInfo>),
     ModelFailed {
         name: String,
         reason: String,
@@ -392,7 +392,7 @@ impl Worker {
                     Arc::clone(&self.queued),
                 ));
                 self.model = Some(model);
-                self.emit(Event::ModelReady(info));
+                self.emit(Event::ModelReady(Box::new(info)));
             }
             Err(e) => self.emit(Event::ModelFailed {
                 name,
