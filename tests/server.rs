@@ -246,6 +246,15 @@ fn each_format_answers_as_its_clients_read_it() {
     let (status, v) = post(&server, "/v1/rerank", &m0);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["results"].as_array().unwrap().len(), n);
+    // a JPEG as plain base64 (it begins with "/9j/", like a path)
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(common::photo_dir().join("beach_landscape.jpg")).unwrap());
+    let (status, v) = post(
+        &server,
+        "/v1/rerank",
+        &json!({"query": "a beach", "documents": [{"image": jpeg}, "a beach"]}),
+    );
+    assert_eq!(status, 200, "{v}");
     // vLLM content parts, an image query
     for name in [
         "vllm_rerank_request.json",

@@ -449,6 +449,10 @@ pub fn image(s: &str, name: &str, policy: &Policy) -> Result<ImageRef, ApiError>
     if let Some(path) = s.strip_prefix("file://") {
         return local_file(Path::new(path), name, policy);
     }
+    // Plain base64 first: a JPEG's base64 begins with "/9j/", which also looks like a path.
+    if let Some(bytes) = decode_base64(s).filter(|b| image::guess_format(b).is_ok()) {
+        return Ok(ImageRef::Bytes(bytes));
+    }
     if s.starts_with('/')
         || s.starts_with("./")
         || s.starts_with("../")
@@ -627,6 +631,18 @@ mod tests {
         );
         let e = results(&json!([1, 2]), &policy(), 1).unwrap_err();
         assert!(e.error.contains("JSON object"), "{}", e.error);
+    }
+
+    #[test]
+    fn base64_that_looks_like_a_path_is_an_image() {
+        // A JPEG's base64 starts with "/9j/".
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00 rest");
+        assert!(jpeg.starts_with("/9j/"), "{jpeg}");
+        assert!(matches!(
+            image(&jpeg, "d", &policy()),
+            Ok(ImageRef::Bytes(_))
+        ));
     }
 
     #[test]
