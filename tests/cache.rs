@@ -166,6 +166,47 @@ fn ten_thousand_cached_photos_come_back_fast() {
     // Every photo came from the cache: the model judged none of them. The time is a
     // measurement (docs/PERFORMANCE.md), not a pass mark: a shared CI machine varies.
     assert_eq!(cached, 10_000);
+
+    // From a shell, end to end: the command answers from the cache without loading the
+    // model at all.
+    drop(cache);
+    let start = Instant::now();
+    let out = rank(cache_dir.path(), photos.path());
+    let elapsed = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the model was not loaded"), "{err}");
+    assert!(!err.contains("loading"), "{err}");
+    let rows = rows(&out);
+    assert_eq!(rows.len(), 10_000);
+    assert!(rows.iter().all(|r| r.2), "every row from the cache");
+    eprintln!("rank on 10,000 cached photos, end to end, no model: {elapsed:?}");
+}
+
+#[test]
+fn a_question_answered_before_loads_no_model() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = rank(cache.path(), &common::photo_dir());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("loading"));
+    let second = rank(cache.path(), &common::photo_dir());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("the model was not loaded"), "{err}");
+    let (a, b) = (rows(&first), rows(&second));
+    assert_eq!(
+        a.iter().map(|r| (&r.0, r.1)).collect::<Vec<_>>(),
+        b.iter().map(|r| (&r.0, r.1)).collect::<Vec<_>>()
+    );
+    // one new photo: the model is loaded again, and only that photo is judged
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(common::photo_dir()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let mut bytes = std::fs::read(common::photo_dir().join("portrait.png")).unwrap();
+    bytes.extend_from_slice(b"new");
+    std::fs::write(dir.path().join("new.png"), bytes).unwrap();
+    let third = rank(cache.path(), dir.path());
+    assert!(String::from_utf8_lossy(&third.stderr).contains("loading"));
+    assert_eq!(rows(&third).iter().filter(|r| !r.2).count(), 1);
 }
 
 #[test]

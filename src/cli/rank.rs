@@ -55,6 +55,19 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Reranker> {
     Ok(loaded.model)
 }
 
+/// Every photo's score from the cache, when the cache has them all for this model, found
+/// from the model's files without loading it; None as soon as one is missing.
+fn answered_before(
+    args: &ModelArgs,
+    request: &RankRequest,
+    cache: &std::sync::Mutex<ScoreCache>,
+) -> Option<Vec<PhotoScore>> {
+    let dir = crate::hub::resolve_local(&ModelSource::parse(&args.model, None).ok()?).ok()?;
+    let (identity, preprocess) = crate::model::Reranker::identity_of(&dir).ok()?;
+    let (device, _) = args.compute_device();
+    crate::worker::rank::all_cached(&identity, &preprocess, device.dtype_name(), request, cache)
+}
+
 fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
     let query_text = args.query.clone().unwrap_or_default();
     if query_text.trim().is_empty() && args.query_image.is_none() {
@@ -99,15 +112,12 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
             // the embedder's memory is freed here, before the judge loads
         }
     };
-    let model = load_model(&args.model)?;
     let request = RankRequest::new(query_text, photos)
         .with_query_image(args.query_image.clone())
         .with_instruction(args.instruction.clone())
         .with_pixels(args.min_pixels, args.max_pixels);
     let total = request.photos.len();
     let mut results: Vec<Option<Result<(PhotoScore, bool), String>>> = vec![None; total];
-    let mut progress = Progress::new(total, "ranked");
-    let settings = RankSettings::for_model(&model);
     let cache = if args.no_cache {
         None
     } else {
@@ -124,31 +134,44 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let outcome = run_ranking(
-        &model,
-        &request,
-        settings,
-        cache.as_ref(),
-        &AtomicBool::new(false),
-        |event| match event {
-            RankEvent::PhotoScored {
-                index,
-                score,
-                cached,
-            } => {
-                progress.step(&request.photos[index]);
-                results[index] = Some(Ok((score, cached)));
-            }
-            RankEvent::PhotoFailed { index, reason } => {
-                progress.step(&request.photos[index]);
-                results[index] = Some(Err(reason));
-            }
-            RankEvent::Notice { text } => progress.note(&text),
-            RankEvent::Started { .. } | RankEvent::PhotoStarted { .. } => {}
-        },
-    )?;
-    progress.finish();
-    debug_assert_eq!(outcome, RankOutcome::Finished);
+    // A question answered before needs no model: the cache is asked first.
+    if let Some(cache) = &cache
+        && let Some(cached) = answered_before(&args.model, &request, cache)
+    {
+        eprintln!("all {total} scores are in the score cache; the model was not loaded");
+        for (slot, score) in results.iter_mut().zip(cached) {
+            *slot = Some(Ok((score, true)));
+        }
+    } else {
+        let model = load_model(&args.model)?;
+        let mut progress = Progress::new(total, "ranked");
+        let settings = RankSettings::for_model(&model);
+        let outcome = run_ranking(
+            &model,
+            &request,
+            settings,
+            cache.as_ref(),
+            &AtomicBool::new(false),
+            |event| match event {
+                RankEvent::PhotoScored {
+                    index,
+                    score,
+                    cached,
+                } => {
+                    progress.step(&request.photos[index]);
+                    results[index] = Some(Ok((score, cached)));
+                }
+                RankEvent::PhotoFailed { index, reason } => {
+                    progress.step(&request.photos[index]);
+                    results[index] = Some(Err(reason));
+                }
+                RankEvent::Notice { text } => progress.note(&text),
+                RankEvent::Started { .. } | RankEvent::PhotoStarted { .. } => {}
+            },
+        )?;
+        progress.finish();
+        debug_assert_eq!(outcome, RankOutcome::Finished);
+    }
 
     let mut scored: Vec<(&PathBuf, &PhotoScore, bool)> = Vec::new();
     let mut failed: Vec<(&PathBuf, &str)> =

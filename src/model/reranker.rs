@@ -166,6 +166,14 @@ impl Reranker {
         })
     }
 
+    /// What identifies the model in `dir` for caches, and its photo preparation, read from
+    /// its files without loading the weights: a question already answered needs no model.
+    pub fn identity_of(dir: &Path) -> Result<(String, PreprocessConfig)> {
+        let files = ModelFiles::locate(dir)?;
+        let preprocess = PreprocessConfig::load(&files.preprocessor_config)?;
+        Ok((model_identity(&files), preprocess))
+    }
+
     /// A model of `config`'s shape with random weights (for measuring speed), using the
     /// tokenizer of the model folder `dir` and Qwen2VLImageProcessor's default resolution
     /// (the model card's 1280 visual tokens at most).

@@ -150,6 +150,55 @@ impl RankSettings {
     }
 }
 
+/// The score cache's key of `request` for the model of `identity` computing in `dtype`,
+/// with pixel bounds `cfg` (the model's, bounded by the request). The query image is read
+/// for its hash only when `hash_image`.
+pub fn query_key(
+    identity: &str,
+    dtype: &str,
+    request: &RankRequest,
+    cfg: &PreprocessConfig,
+    hash_image: bool,
+) -> String {
+    let query_image_hash = match &request.query_image {
+        Some(path) if hash_image => crate::cache::scores::hash_file(path).ok(),
+        _ => None,
+    };
+    QueryIdentity {
+        model: identity,
+        instruction: &request.instruction,
+        query_text: request.query_text.trim(),
+        query_image: query_image_hash.as_deref(),
+        min_pixels: cfg.min_pixels,
+        max_pixels: cfg.max_pixels,
+        dtype,
+    }
+    .key()
+}
+
+/// Every score of `request` when the score cache has them all, found without the model:
+/// from its identity and preparation (`Reranker::identity_of`) and the number format it
+/// would compute in. None at the first photo missing (or unreadable), so that a ranking
+/// with work left reads no more files here than it must.
+pub fn all_cached(
+    identity: &str,
+    preprocess: &PreprocessConfig,
+    dtype: &str,
+    request: &RankRequest,
+    cache: &Mutex<ScoreCache>,
+) -> Option<Vec<PhotoScore>> {
+    let cfg = preprocess.with_bounds(request.min_pixels, request.max_pixels);
+    let key = query_key(identity, dtype, request, &cfg, true);
+    request
+        .photos
+        .iter()
+        .map(|path| {
+            let hash = content_hash(cache, path).ok()?;
+            cache.lock().ok()?.get(&key, &hash).ok().flatten()
+        })
+        .collect()
+}
+
 /// Decodes and preprocesses one photo (on a CPU thread).
 pub fn load_photo(
     path: &Path,
@@ -189,20 +238,13 @@ pub fn run_ranking(
         prefix_tokens: query.prefix_len(),
         query_tokens: query.query_tokens(),
     });
-    let query_image_hash = match (&request.query_image, cache) {
-        (Some(path), Some(_)) => crate::cache::scores::hash_file(path).ok(),
-        _ => None,
-    };
-    let key = QueryIdentity {
-        model: &model.identity,
-        instruction: &request.instruction,
-        query_text: request.query_text.trim(),
-        query_image: query_image_hash.as_deref(),
-        min_pixels: cfg.min_pixels,
-        max_pixels: cfg.max_pixels,
-        dtype: model.device.dtype_name(),
-    }
-    .key();
+    let key = query_key(
+        &model.identity,
+        model.device.dtype_name(),
+        request,
+        &cfg,
+        cache.is_some(),
+    );
     // A cache that fails mid-run is dropped for the rest of it, never the ranking.
     let cache_ok = AtomicBool::new(cache.is_some());
 
