@@ -168,3 +168,25 @@ fn nothing_to_do_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--query"));
 }
+
+#[test]
+fn gpus_asked_for_that_are_not_there_are_named() {
+    let photos = common::photo_dir();
+    let out = rank(&["--query", "x", "--gpus", "0,x"], &[&photos]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"x\" is not a GPU number"), "{err}");
+
+    let out = rank(&["--query", "x", "--gpus", "all", "--cpu"], &[&photos]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+
+    // This test machine has no GPU (and CI builds without GPU support).
+    if !cfg!(feature = "cuda") {
+        let out = rank(&["--query", "x", "--gpus", "all"], &[&photos]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no CUDA GPU is visible"), "{err}");
+        assert!(out.stdout.is_empty(), "nothing ranked, nothing printed");
+    }
+}

@@ -158,6 +158,10 @@ pub struct RankArgs {
     /// Most pixels a photo is scaled to (28 x 28 per visual token; default 1280 tokens).
     #[arg(long, value_name = "N")]
     pub max_pixels: Option<usize>,
+    /// GPUs to rank on, each with its own copy of the model: all, or numbers such as 0,1
+    /// (default: all that hold the model; a GPU that cannot is left out with a note).
+    #[arg(long, value_name = "LIST", conflicts_with = "cpu")]
+    pub gpus: Option<crate::model::device::GpuChoice>,
     /// Print only the best K photos.
     #[arg(long, value_name = "K")]
     pub top: Option<usize>,

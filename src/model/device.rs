@@ -39,42 +39,45 @@ impl ComputeDevice {
         Self::select_gpu()
     }
 
-    #[cfg(feature = "cuda")]
     fn select_gpu() -> (Self, Option<String>) {
-        match Device::new_cuda(0) {
-            Ok(device) => {
-                if let Device::Cuda(cuda) = &device {
-                    // SAFETY: all model work runs on this device's one stream, so the
-                    // cross-stream events that tracking records are never needed; they cost
-                    // time on every kernel launch.
-                    unsafe { cuda.disable_event_tracking() };
-                    keep_freed_memory_pooled();
-                }
-                let name = gpu_name().unwrap_or_else(|| "CUDA GPU 0".into());
-                (
-                    ComputeDevice {
-                        device,
-                        dtype: DType::BF16,
-                        name,
-                    },
-                    None,
-                )
-            }
+        match Self::gpu(0) {
+            Ok(device) => (device, None),
             Err(e) => (
                 Self::cpu(),
-                Some(format!(
-                    "no usable CUDA GPU ({e}); running on the CPU, which is slow"
-                )),
+                Some(format!("{e}; running on the CPU, which is slow")),
             ),
         }
     }
 
+    /// GPU number `ordinal` in bf16.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(ordinal: usize) -> Result<Self, String> {
+        let device =
+            Device::new_cuda(ordinal).map_err(|e| format!("no usable CUDA GPU {ordinal} ({e})"))?;
+        if let Device::Cuda(cuda) = &device {
+            // SAFETY: all model work runs on this device's one stream, so the cross-stream
+            // events that tracking records are never needed; they cost time on every
+            // kernel launch.
+            unsafe { cuda.disable_event_tracking() };
+            keep_freed_memory_pooled(ordinal);
+        }
+        let name = gpu_name(ordinal).unwrap_or_else(|| format!("CUDA GPU {ordinal}"));
+        let name = if gpu_count() > 1 {
+            format!("{name} (GPU {ordinal})")
+        } else {
+            name
+        };
+        Ok(ComputeDevice {
+            device,
+            dtype: DType::BF16,
+            name,
+        })
+    }
+
+    /// GPU number `ordinal`: this build has none.
     #[cfg(not(feature = "cuda"))]
-    fn select_gpu() -> (Self, Option<String>) {
-        (
-            Self::cpu(),
-            Some("this build has no GPU support; running on the CPU, which is slow".into()),
-        )
+    pub fn gpu(_ordinal: usize) -> Result<Self, String> {
+        Err("this build has no GPU support".into())
     }
 
     /// The same device computing in `dtype` instead.
@@ -116,9 +119,9 @@ impl ComputeDevice {
 /// large attention and MLP buffers were mapped anew for each photo. Keeping freed memory in
 /// the pool makes those allocations free; the pool's size stays at the peak of one batch.
 #[cfg(feature = "cuda")]
-fn keep_freed_memory_pooled() {
+fn keep_freed_memory_pooled(ordinal: usize) {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
-    let Ok(device) = result::device::get(0) else {
+    let Ok(device) = result::device::get(ordinal as i32) else {
         return;
     };
     let mut pool = std::ptr::null_mut();
@@ -138,10 +141,10 @@ fn keep_freed_memory_pooled() {
 
 /// The GPU's marketing name, from the driver.
 #[cfg(feature = "cuda")]
-fn gpu_name() -> Option<String> {
+fn gpu_name(ordinal: usize) -> Option<String> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
     result::init().ok()?;
-    let device = result::device::get(0).ok()?;
+    let device = result::device::get(ordinal as i32).ok()?;
     let mut buf = [0 as std::ffi::c_char; 256];
     // SAFETY: the buffer is large enough and the driver writes a NUL-terminated string.
     let rc = unsafe { sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as i32, device) };
@@ -151,4 +154,73 @@ fn gpu_name() -> Option<String> {
     // SAFETY: the driver wrote a NUL-terminated string into `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// Number of CUDA GPUs the driver shows (0 without GPU support or a driver).
+pub fn gpu_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::result;
+        if result::init().is_ok() {
+            return result::device::get_count().map_or(0, |n| n.max(0) as usize);
+        }
+    }
+    0
+}
+
+/// Which GPUs to use: `all`, or a list of numbers (`0,1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuChoice {
+    All,
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for GpuChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(GpuChoice::All);
+        }
+        let list = s
+            .split(',')
+            .map(|p| {
+                p.trim().parse::<usize>().map_err(|_| {
+                    format!("{p:?} is not a GPU number; give all, or numbers such as 0,1")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err("give all, or GPU numbers such as 0,1".into());
+        }
+        Ok(GpuChoice::List(list))
+    }
+}
+
+impl GpuChoice {
+    /// The GPU numbers chosen, of those the driver shows.
+    pub fn ordinals(&self) -> Vec<usize> {
+        match self {
+            GpuChoice::All => (0..gpu_count()).collect(),
+            GpuChoice::List(l) => {
+                let mut l = l.clone();
+                l.sort_unstable();
+                l.dedup();
+                l
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_choices_parse() {
+        assert_eq!("all".parse::<GpuChoice>(), Ok(GpuChoice::All));
+        assert_eq!("1, 0".parse::<GpuChoice>(), Ok(GpuChoice::List(vec![1, 0])));
+        assert_eq!(GpuChoice::List(vec![1, 0, 1]).ordinals(), vec![0, 1]);
+        assert!("0,x".parse::<GpuChoice>().unwrap_err().contains("\"x\""));
+    }
 }

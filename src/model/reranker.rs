@@ -121,6 +121,8 @@ pub struct Reranker {
     activation_budget: Option<u64>,
     /// Visual tokens of photos already seen, for the next query over the same photos.
     visual_cache: Mutex<VisualCache>,
+    /// Images run through the vision tower since loading (see [`Reranker::photos_encoded`]).
+    encoded: std::sync::atomic::AtomicU64,
 }
 
 /// Device memory kept for visual tokens of photos already seen: 1/32 of the GPU's memory
@@ -226,6 +228,7 @@ impl Reranker {
             text,
             activation_budget: None,
             visual_cache: Mutex::new(VisualCache::new(visual_cache_limit(&device))),
+            encoded: std::sync::atomic::AtomicU64::new(0),
             device,
         })
     }
@@ -302,6 +305,13 @@ impl Reranker {
     }
 
     /// Frees device memory held for later use (after the device ran out of memory).
+    /// Images (photos and query images) run through the vision tower since the model was
+    /// loaded, not counting those answered from kept visual tokens: the share of a
+    /// ranking that this copy of the model did.
+    pub fn photos_encoded(&self) -> u64 {
+        self.encoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn release_cached_memory(&self) {
         self.visual_cache().clear();
     }
@@ -364,6 +374,8 @@ impl Reranker {
         debug_assert_eq!(pixels.dim(0)?, rows);
         let grids: Vec<_> = photos.iter().map(|p| (p.grid_h, p.grid_w)).collect();
         let tokens = self.vision.forward(&pixels, &grids)?;
+        self.encoded
+            .fetch_add(photos.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let counts: Vec<_> = photos.iter().map(|p| p.visual_tokens(merge)).collect();
         Ok(split_per_image(&tokens, &counts)?
             .into_iter()

@@ -1,11 +1,13 @@
 //! The inference side: rankings run here, away from the window's thread.
 
+pub mod devices;
 pub mod index_thread;
 pub mod load;
 pub mod rank;
 pub mod score;
 pub mod thread;
 
+pub use devices::run_ranking_on;
 pub use index_thread::{
     EmbedderInfo, IndexCommand, IndexThread, IndexThreadEvent, SearchJob, SearchReply,
 };

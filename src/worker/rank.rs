@@ -210,7 +210,7 @@ pub fn load_photo(
 }
 
 /// A photo on its way from the decode threads to the model.
-enum Prepared {
+pub(super) enum Prepared {
     /// Its score was in the cache.
     Cached(PhotoScore),
     /// Decoded and resized (or why not), with its content hash when the cache is on.
@@ -330,7 +330,7 @@ pub fn run_ranking(
 }
 
 /// On a decode thread: the cached score of `path`, or its decoded input.
-fn prepare_photo(
+pub(super) fn prepare_photo(
     path: &Path,
     model: &Reranker,
     cfg: &PreprocessConfig,
@@ -349,7 +349,7 @@ fn prepare_photo(
     Prepared::Decoded(hash, load_photo(path, model, cfg))
 }
 
-fn prepare(
+pub(super) fn prepare(
     model: &Reranker,
     request: &RankRequest,
     cfg: &PreprocessConfig,
@@ -376,7 +376,7 @@ fn prepare(
 /// the ranking uses smaller batches and the batch's photos are judged one by one; when a
 /// single photo runs out of memory, it is decoded again at a lower resolution and retried.
 /// The user is told once of each. Any other failure costs only the photo it concerns.
-struct Judge<'a> {
+pub(super) struct Judge<'a> {
     model: &'a Reranker,
     query: &'a PreparedQuery,
     cfg: &'a PreprocessConfig,
@@ -391,8 +391,28 @@ struct Judge<'a> {
 /// The fewest visual tokens a photo is lowered to before it is given up.
 const LOWEST_TOKENS: usize = 64;
 
-impl Judge<'_> {
-    fn batch(
+impl<'a> Judge<'a> {
+    /// A judge of `model` for the photos `paths` of a ranking, under `query`.
+    pub(super) fn new(
+        model: &'a Reranker,
+        query: &'a PreparedQuery,
+        cfg: &'a PreprocessConfig,
+        paths: &'a [PathBuf],
+        settings: RankSettings,
+    ) -> Self {
+        Judge {
+            model,
+            query,
+            cfg,
+            paths,
+            time_stages: settings.time_stages,
+            batch_limit: settings.max_batch.max(1),
+            told_batch: false,
+            told_resolution: false,
+        }
+    }
+
+    pub(super) fn batch(
         &mut self,
         photos: &[(usize, PhotoInput)],
         emit: &mut impl FnMut(RankEvent),
