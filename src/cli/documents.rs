@@ -75,7 +75,7 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
     if entries.is_empty() {
         bail!("{} has no documents", file.display());
     }
-    let model = super::rank::load_model(&args.model)?;
+    let model = super::load::load_model(&args.model)?;
     let mut preparer = PhotoPreparer::of(&model);
     preparer.preprocess = preparer
         .preprocess

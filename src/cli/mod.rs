@@ -6,6 +6,7 @@ pub mod bench_index;
 pub mod documents;
 pub mod download;
 pub mod index;
+pub mod load;
 pub mod ops;
 pub mod progress;
 pub mod rank;
@@ -159,7 +160,8 @@ pub struct RankArgs {
     #[arg(long, value_name = "N")]
     pub max_pixels: Option<usize>,
     /// GPUs to rank on, each with its own copy of the model: all, or numbers such as 0,1
-    /// (default: all that hold the model; a GPU that cannot is left out with a note).
+    /// (default: all that hold the model; a GPU that cannot is left out with a note). A
+    /// number given twice loads two copies on that GPU.
     #[arg(long, value_name = "LIST", conflicts_with = "cpu")]
     pub gpus: Option<crate::model::device::GpuChoice>,
     /// Print only the best K photos.

@@ -198,16 +198,12 @@ impl std::str::FromStr for GpuChoice {
 }
 
 impl GpuChoice {
-    /// The GPU numbers chosen, of those the driver shows.
+    /// The GPU numbers chosen, in order; a number given twice is two copies of the model
+    /// on that GPU (one with room for both overlaps their work).
     pub fn ordinals(&self) -> Vec<usize> {
         match self {
             GpuChoice::All => (0..gpu_count()).collect(),
-            GpuChoice::List(l) => {
-                let mut l = l.clone();
-                l.sort_unstable();
-                l.dedup();
-                l
-            }
+            GpuChoice::List(l) => l.clone(),
         }
     }
 }
@@ -220,7 +216,7 @@ mod tests {
     fn gpu_choices_parse() {
         assert_eq!("all".parse::<GpuChoice>(), Ok(GpuChoice::All));
         assert_eq!("1, 0".parse::<GpuChoice>(), Ok(GpuChoice::List(vec![1, 0])));
-        assert_eq!(GpuChoice::List(vec![1, 0, 1]).ordinals(), vec![0, 1]);
+        assert_eq!(GpuChoice::List(vec![1, 0, 1]).ordinals(), vec![1, 0, 1]);
         assert!("0,x".parse::<GpuChoice>().unwrap_err().contains("\"x\""));
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hub_server;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Several copies of the model in one ranking, on the GPU machine: random 7B weights,
+# 256 photos of 1024x768, ranked once with one copy and then with `--gpus LIST` (by
+# default two copies on GPU 0, the test of the dealing code on a machine of one GPU;
+# LIST=0,1 on a machine of two), the scores of the two runs compared photo by photo.
+# The CUDA binary is carried as for scripts/gpu_run.sh (.gpu/lychee-rerank.xz).
+#
+#   (device) OUT=/tmp/out LIST=0,0 bash scripts/gpu_devices.sh
+set -u
+OUT=${OUT:-gpu-out}
+LIST=${LIST:-0,0}
+PHOTOS=${PHOTOS:-256}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/devices-log.txt") 2>&1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+BIN=/tmp/lychee-rerank
+[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
+step() { echo; echo "=== $* ($(date +%T))"; }
+R7B=/tmp/rand7b
+
+step machine
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+
+step "random 7B weights (transformers, saved)"
+[ -f "$R7B/config.json" ] || timeout 420 python3 scripts/bench_transformers_text.py --save-random "$R7B" \
+  --documents 4 --tokens 20 --batches 4 > /dev/null
+step "$PHOTOS photos of 1024x768"
+mkdir -p /tmp/photos && python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/photos'), $PHOTOS, 1024, 768)"
+
+step "one copy of the model"
+timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "boats in the harbour" --json /tmp/photos \
+  > "$OUT/one.jsonl" 2> "$OUT/one.err"; echo "rc=$?"; grep -E "ranked|ready" "$OUT/one.err"
+step "--gpus $LIST"
+timeout 300 "$BIN" rank --model "$R7B" --no-cache --gpus "$LIST" --query "boats in the harbour" --json /tmp/photos \
+  > "$OUT/many.jsonl" 2> "$OUT/many.err"; echo "rc=$?"; grep -E "ranked|ready|note|loading|stopped|warning" "$OUT/many.err"
+nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
+
+step "the two runs' scores, photo by photo"
+python3 - "$OUT/one.jsonl" "$OUT/many.jsonl" <<'PY'
+import json, sys
+runs = [{(l := json.loads(s))["path"]: l for s in open(f) if '"score"' in s} for f in sys.argv[1:3]]
+one, many = runs
+diffs = [abs(one[p]["score"] - many[p]["score"]) for p in one if p in many]
+same = sum(one[p]["score"] == many[p]["score"] for p in one if p in many)
+print(json.dumps({"photos_one": len(one), "photos_many": len(many), "identical": same,
+                  "max_abs_diff": max(diffs) if diffs else None}))
+PY
+step done

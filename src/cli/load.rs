@@ -1,0 +1,110 @@
+//! Loading the judge for a command: one copy on the chosen device, or one per GPU side by
+//! side, saying where and how long on stderr.
+
+use anyhow::bail;
+
+use super::ModelArgs;
+use crate::hub::ModelSource;
+use crate::model::device::GpuChoice;
+use crate::model::{ComputeDevice, Reranker};
+use crate::worker::load_reranker;
+
+/// Loads the model named by `args`, saying where and on what device on stderr.
+pub fn load_model(args: &ModelArgs) -> anyhow::Result<Reranker> {
+    let source = ModelSource::parse(&args.model, None)?;
+    let (device, note) = args.compute_device();
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    eprintln!(
+        "loading {} on {} ({})",
+        source.display(),
+        device.name,
+        device.dtype_name()
+    );
+    let loaded = load_reranker(&source, device)?;
+    if loaded.model.device.is_gpu() {
+        eprintln!(
+            "model ready in {:.1} s (GPU kernels loaded in {:.1} s)",
+            loaded.load_seconds,
+            loaded.warm_up.as_secs_f64()
+        );
+    } else {
+        eprintln!("model ready in {:.1} s", loaded.load_seconds);
+    }
+    Ok(loaded.model)
+}
+
+/// One copy of the model on each GPU of `choice`, loaded side by side; a GPU that cannot
+/// take it is left out with a note, and only when none can is it an error.
+pub fn load_on_gpus(args: &ModelArgs, choice: &GpuChoice) -> anyhow::Result<Vec<Reranker>> {
+    let ordinals = choice.ordinals();
+    if ordinals.is_empty() {
+        bail!(
+            "no CUDA GPU is visible{}; leave out --gpus, or check the driver with nvidia-smi",
+            if cfg!(feature = "cuda") {
+                ""
+            } else {
+                " (this build has no GPU support)"
+            }
+        );
+    }
+    let source = ModelSource::parse(&args.model, None)?;
+    eprintln!(
+        "loading {} on {} GPUs ({})",
+        source.display(),
+        ordinals.len(),
+        ordinals
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let loaded: Vec<(usize, anyhow::Result<crate::worker::LoadedModel>)> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ordinals
+                .iter()
+                .map(|&ordinal| {
+                    let source = &source;
+                    let dtype = args.dtype.clone();
+                    s.spawn(move || {
+                        let device = ComputeDevice::gpu(ordinal).map_err(anyhow::Error::msg)?;
+                        let device = match dtype.as_deref() {
+                            Some("f32") => device.with_dtype(candle_core::DType::F32),
+                            _ => device,
+                        };
+                        load_reranker(source, device)
+                    })
+                })
+                .collect();
+            ordinals
+                .iter()
+                .zip(handles)
+                .map(|(&o, h)| {
+                    (
+                        o,
+                        h.join().unwrap_or_else(|_| {
+                            Err(anyhow::anyhow!("loading stopped unexpectedly"))
+                        }),
+                    )
+                })
+                .collect()
+        });
+    let mut models = Vec::new();
+    for (ordinal, result) in loaded {
+        match result {
+            Ok(l) => {
+                eprintln!(
+                    "GPU {ordinal}: {} ready in {:.1} s",
+                    l.model.device.name, l.load_seconds
+                );
+                models.push(l.model);
+            }
+            Err(e) => eprintln!("note: GPU {ordinal} is left out: {e:#}"),
+        }
+    }
+    if models.is_empty() {
+        bail!("the model could not be loaded on any of the GPUs asked for");
+    }
+    Ok(models)
+}
