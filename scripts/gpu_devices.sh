@@ -31,19 +31,22 @@ mkdir -p /tmp/photos && python3 -c "import sys; sys.path.insert(0, 'scripts'); f
 step "one copy of the model"
 timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "boats in the harbour" --json /tmp/photos \
   > "$OUT/one.jsonl" 2> "$OUT/one.err"; echo "rc=$?"; grep -E "ranked|ready" "$OUT/one.err"
+step "one copy of the model, again (run to run)"
+timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "boats in the harbour" --json /tmp/photos \
+  > "$OUT/again.jsonl" 2> "$OUT/again.err"; echo "rc=$?"; grep -E "ranked" "$OUT/again.err"
 step "--gpus $LIST"
 timeout 300 "$BIN" rank --model "$R7B" --no-cache --gpus "$LIST" --query "boats in the harbour" --json /tmp/photos \
   > "$OUT/many.jsonl" 2> "$OUT/many.err"; echo "rc=$?"; grep -E "ranked|ready|note|loading|stopped|warning" "$OUT/many.err"
 nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
 
-step "the two runs' scores, photo by photo"
-python3 - "$OUT/one.jsonl" "$OUT/many.jsonl" <<'PY'
+step "the runs' scores, photo by photo, against the first"
+python3 - "$OUT/one.jsonl" "$OUT/again.jsonl" "$OUT/many.jsonl" <<'PY'
 import json, sys
-runs = [{(l := json.loads(s))["path"]: l for s in open(f) if '"score"' in s} for f in sys.argv[1:3]]
-one, many = runs
-diffs = [abs(one[p]["score"] - many[p]["score"]) for p in one if p in many]
-same = sum(one[p]["score"] == many[p]["score"] for p in one if p in many)
-print(json.dumps({"photos_one": len(one), "photos_many": len(many), "identical": same,
-                  "max_abs_diff": max(diffs) if diffs else None}))
+one, *others = [{(l := json.loads(s))["path"]: l for s in open(f) if '"score"' in s} for f in sys.argv[1:]]
+for name, run in zip(["one copy again", "--gpus"], others):
+    diffs = [abs(one[p]["score"] - run[p]["score"]) for p in one if p in run]
+    same = sum(one[p]["score"] == run[p]["score"] for p in one if p in run)
+    print(json.dumps({"run": name, "photos": len(run), "of": len(one), "identical": same,
+                      "max_abs_diff": max(diffs) if diffs else None}))
 PY
 step done

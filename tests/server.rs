@@ -11,6 +11,7 @@ use common::server::{config, direct_scores, fixture, post, raw, reranker, serve}
 use lychee_rerank::server::ServerConfig;
 use serde_json::{Value, json};
 
+/// The fixtures' images are 2 x 2 PNGs, too small for the model: each is replaced by a
 /// real photo, in the same form (raw base64 or a data: URI).
 fn with_real_images(v: &mut Value) {
     let photo = base64::engine::general_purpose::STANDARD

@@ -93,6 +93,51 @@ impl<T> Drop for StopHelpers<'_, T> {
     }
 }
 
+/// The results of a [`run_ahead`] channel in the order of the items, whatever order the
+/// helpers finish them in (the helpers take items in order, so few wait here).
+pub struct InOrder<'a, R> {
+    rx: &'a Receiver<(usize, R)>,
+    early: std::collections::BTreeMap<usize, R>,
+    next: usize,
+}
+
+impl<'a, R> InOrder<'a, R> {
+    pub fn new(rx: &'a Receiver<(usize, R)>) -> Self {
+        InOrder {
+            rx,
+            early: std::collections::BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The next item's result; None when every item was handed over (or the helpers
+    /// were stopped).
+    pub fn next_item(&mut self) -> Option<(usize, R)> {
+        loop {
+            if let Some(r) = self.early.remove(&self.next) {
+                self.next += 1;
+                return Some((self.next - 1, r));
+            }
+            let (i, r) = self.rx.recv().ok()?;
+            self.early.insert(i, r);
+        }
+    }
+
+    /// The next `max` items (fewer only at the end), so that a batch is made of the same
+    /// photos in every run: a model gives the same bits for the same batch, on one
+    /// device or on several.
+    pub fn batch(&mut self, max: usize) -> Option<Vec<(usize, R)>> {
+        let mut batch = vec![self.next_item()?];
+        while batch.len() < max.max(1) {
+            match self.next_item() {
+                Some(item) => batch.push(item),
+                None => break,
+            }
+        }
+        Some(batch)
+    }
+}
+
 /// The next items for one model batch: waits for one, then takes what is already ready,
 /// up to `max`. None when every item was handed over.
 pub fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
@@ -143,6 +188,39 @@ mod tests {
         .unwrap();
         seen.sort();
         assert_eq!(seen, (0..500).map(|x| x * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn in_order_batches_are_the_same_windows_whatever_finishes_first() {
+        let _one = one_at_a_time();
+        let items: Vec<u64> = (0..103).collect();
+        let batches = run_ahead(
+            "test",
+            &items,
+            4,
+            |_, &x| {
+                // Every third item takes longer, so the helpers finish out of order.
+                if x % 3 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                x
+            },
+            |rx| {
+                let mut in_order = InOrder::new(rx);
+                let mut batches = Vec::new();
+                while let Some(batch) = in_order.batch(8) {
+                    batches.push(batch);
+                }
+                batches
+            },
+        )
+        .unwrap();
+        let expected: Vec<Vec<(usize, u64)>> = (0..103u64)
+            .collect::<Vec<_>>()
+            .chunks(8)
+            .map(|c| c.iter().map(|&x| (x as usize, x)).collect())
+            .collect();
+        assert_eq!(batches, expected);
     }
 
     #[test]

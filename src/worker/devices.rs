@@ -20,7 +20,7 @@ use super::rank::{
     prepare, prepare_photo, query_key, run_ranking,
 };
 use crate::cache::scores::ScoreCache;
-use crate::library::ahead::{next_batch, run_ahead};
+use crate::library::ahead::{InOrder, run_ahead};
 use crate::model::{PhotoInput, Reranker};
 
 /// A batch on its way to a device.
@@ -244,7 +244,8 @@ pub fn run_ranking_on(
                     }
                 }
             };
-            while let Some(batch) = next_batch(rx, max_batch) {
+            let mut in_order = InOrder::new(rx);
+            while let Some(batch) = in_order.batch(max_batch) {
                 if cancel.load(Ordering::Relaxed) {
                     outcome = RankOutcome::Cancelled;
                     break;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::scores::{QueryIdentity, ScoreCache, content_hash};
-use crate::library::ahead::{next_batch, run_ahead};
+use crate::library::ahead::{InOrder, run_ahead};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
 use crate::model::{ModelError, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
@@ -269,7 +269,8 @@ pub fn run_ranking(
             told_batch: false,
             told_resolution: false,
         };
-        while let Some(batch) = next_batch(rx, judge.batch_limit) {
+        let mut in_order = InOrder::new(rx);
+        while let Some(batch) = in_order.batch(judge.batch_limit) {
             if cancel.load(Ordering::Relaxed) {
                 return RankOutcome::Cancelled;
             }

@@ -114,8 +114,6 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// The fixtures' images are 2 x 2 PNGs, too small for the model: each is replaced by a
-
 pub fn reranker() -> Reranker {
     Reranker::load(&super::model_dir(), ComputeDevice::cpu()).unwrap()
 }
