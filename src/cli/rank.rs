@@ -128,7 +128,15 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         };
         let models: Vec<&Reranker> = models.iter().collect();
         let mut progress = Progress::new(total, "ranked");
-        let settings = RankSettings::for_model(models[0]);
+        // One batch size for every device: the smallest any of them can take.
+        let mut settings = models
+            .iter()
+            .map(|m| RankSettings::for_model(m))
+            .min_by_key(|s| s.max_batch)
+            .expect("at least one model");
+        if let Some(batch) = args.batch {
+            settings.max_batch = usize::from(batch);
+        }
         let outcome = run_ranking_on(
             &models,
             &request,
