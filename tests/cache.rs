@@ -335,3 +335,120 @@ fn the_window_can_turn_the_cache_off() {
     assert_eq!(thread_rank(&mut worker, photos, false), (2, 0));
     assert!(worker.shut_down(std::time::Duration::from_secs(2)));
 }
+
+/// Every reply of one ranking, until its last.
+fn replies_of(handle: &lychee_rerank::worker::RankHandle) -> Vec<lychee_rerank::worker::RankReply> {
+    use lychee_rerank::worker::RankReply;
+    let mut all = Vec::new();
+    loop {
+        let reply = handle
+            .replies
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the ranking did not finish");
+        let last = matches!(reply, RankReply::Finished { .. } | RankReply::Failed { .. });
+        all.push(reply);
+        if last {
+            return all;
+        }
+    }
+}
+
+#[test]
+fn a_question_asked_before_is_answered_while_the_model_is_busy() {
+    use lychee_rerank::hub::ModelSource;
+    use lychee_rerank::model::device::DevicePreference;
+    use lychee_rerank::worker::{Command, Event, InferenceThread, RankEvent, RankReply};
+    let cache_dir = tempfile::tempdir().unwrap();
+    let db = cache_dir.path().join("scores.sqlite3");
+    let mut worker = InferenceThread::spawn(|| {}, Some(db)).unwrap();
+    assert!(worker.send(Command::LoadModel {
+        source: ModelSource::Folder(common::model_dir()),
+        device: DevicePreference::Cpu,
+        name: None,
+    }));
+    loop {
+        match worker.recv_timeout(std::time::Duration::from_secs(60)) {
+            Some(Event::ModelReady(_)) => break,
+            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
+            Some(_) => {}
+            None => panic!("the model did not load"),
+        }
+    }
+    let mut photos: Vec<_> = common::reference()
+        .photos
+        .values()
+        .map(|p| common::photo_dir().join(&p.file))
+        .collect();
+    photos.sort();
+    let first = replies_of(
+        &worker
+            .rank(RankRequest::new(QUERY, photos.clone()), true)
+            .unwrap(),
+    );
+    let scores_of = |replies: &[RankReply]| {
+        let mut s: Vec<(usize, f64, bool)> = replies
+            .iter()
+            .filter_map(|r| match r {
+                RankReply::Progress(RankEvent::PhotoScored {
+                    index,
+                    score,
+                    cached,
+                }) => Some((*index, score.score, *cached)),
+                _ => None,
+            })
+            .collect();
+        s.sort_by_key(|x| x.0);
+        s
+    };
+    let computed = scores_of(&first);
+    assert_eq!(computed.len(), photos.len());
+
+    // The model is busy with a long ranking (no cache: every photo computed) ...
+    let long: Vec<_> = photos
+        .iter()
+        .cycle()
+        .take(40 * photos.len())
+        .cloned()
+        .collect();
+    let busy = worker.rank(RankRequest::new(QUERY, long), false).unwrap();
+    // ... and the question asked before is answered from the cache meanwhile.
+    let answer = replies_of(
+        &worker
+            .rank_cache_first(RankRequest::new(QUERY, photos.clone()), true)
+            .unwrap(),
+    );
+    assert!(
+        matches!(answer.last(), Some(RankReply::Finished { .. })),
+        "{answer:?}"
+    );
+    let still_busy = !busy
+        .replies
+        .try_iter()
+        .any(|r| matches!(r, RankReply::Finished { .. } | RankReply::Failed { .. }));
+    assert!(still_busy, "the answer waited for the long ranking");
+    let cached = scores_of(&answer);
+    assert_eq!(cached.len(), photos.len());
+    for (a, b) in computed.iter().zip(&cached) {
+        assert_eq!((a.0, a.1), (b.0, b.1), "the same score, to the bit");
+        assert!(b.2, "from the cache");
+    }
+    busy.cancel();
+    drop(busy);
+
+    // With a photo left to score, the job goes to the model and waits for it there.
+    let extra = tempfile::tempdir().unwrap();
+    let copy = extra.path().join("new-photo.png");
+    std::fs::copy(common::photo_dir().join("portrait.png"), &copy).unwrap();
+    image::open(&copy).unwrap().fliph().save(&copy).unwrap();
+    let mut with_new = photos.clone();
+    with_new.push(copy);
+    let answer = replies_of(
+        &worker
+            .rank_cache_first(RankRequest::new(QUERY, with_new), true)
+            .unwrap(),
+    );
+    let scores = scores_of(&answer);
+    assert_eq!(scores.len(), photos.len() + 1, "{answer:?}");
+    assert_eq!(scores.iter().filter(|s| s.2).count(), photos.len());
+    assert!(worker.shut_down(std::time::Duration::from_secs(5)));
+}

@@ -364,8 +364,18 @@ impl LycheeApp {
             return;
         };
         let request = run.request_for(photos.clone());
-        match self.runtime.worker.rank(request, run.use_cache) {
-            Some(handle) => run.judge(photos, handle),
+        // Before the model is ready, the score cache answers what it can at once.
+        let loading = !matches!(self.session.model, ModelStatus::Ready(_));
+        let handle = if loading {
+            self.runtime.worker.rank_cache_first(request, run.use_cache)
+        } else {
+            self.runtime.worker.rank(request, run.use_cache)
+        };
+        match handle {
+            Some(handle) => {
+                run.judge(photos, handle);
+                run.waiting_for_model = loading;
+            }
             None => {
                 run.end = Some(super::run::RunEnd::Failed(
                     "the inference thread is busy; try again in a moment".into(),
@@ -386,7 +396,7 @@ impl LycheeApp {
         // The resolution setting caps the model's own limit; it never raises it.
         let model_max = match &session.model {
             ModelStatus::Ready(info) => info.max_pixels,
-            _ => usize::MAX,
+            _ => self.runtime.worker.model_max_pixels().unwrap_or(usize::MAX),
         };
         let request = RankRequest::new(self.state.query.trim(), Vec::new())
             .with_query_image(session.query_image.clone())

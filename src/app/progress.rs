@@ -18,6 +18,9 @@ pub fn progress_ui(ui: &mut egui::Ui, run: &Run, out: &mut Vec<UiCommand>) {
             let text = match current {
                 _ if run.searching() => "Finding candidates in the index…".to_owned(),
                 Some(name) => format!("Analyzing photo {position} of {total} · {name}"),
+                None if handled == 0 && run.waiting_for_model => {
+                    "Waiting for the model to finish loading…".to_owned()
+                }
                 None if handled == 0 => "Preparing the query…".to_owned(),
                 None => format!("Analyzing photo {position} of {total}"),
             };

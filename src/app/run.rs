@@ -108,6 +108,8 @@ pub struct Run {
     pub handle: Option<RankHandle>,
     /// Where the judge's current job starts in `photos`.
     pub job_offset: usize,
+    /// Sent while the model was loading, and not started yet.
+    pub waiting_for_model: bool,
 }
 
 /// How a ranking ended.
@@ -139,6 +141,7 @@ impl Run {
             first_stage: None,
             handle: None,
             job_offset: 0,
+            waiting_for_model: false,
         }
     }
 

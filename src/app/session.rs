@@ -104,8 +104,9 @@ impl Session {
             return Some("a ranking is running".into());
         }
         match &self.model {
-            ModelStatus::Ready(_) => {}
-            ModelStatus::Loading { .. } => return Some("the model is still loading".into()),
+            // While the model loads, a question asked before is answered from the score
+            // cache, and anything else waits for the model.
+            ModelStatus::Ready(_) | ModelStatus::Loading { .. } => {}
             ModelStatus::Missing { .. } | ModelStatus::Failed { .. } => {
                 return Some("no model is loaded".into());
             }
@@ -265,7 +266,8 @@ impl Session {
         };
         match reply {
             RankReply::Progress(RankEvent::Started { query_tokens, .. }) => {
-                run.query_tokens = query_tokens
+                run.query_tokens = query_tokens;
+                run.waiting_for_model = false;
             }
             RankReply::Progress(RankEvent::PhotoStarted { index }) => {
                 run.current = Some(run.job_offset + index)

@@ -1,5 +1,6 @@
 //! The inference side: rankings run here, away from the window's thread.
 
+pub mod cache_first;
 pub mod devices;
 pub mod index_thread;
 pub mod load;

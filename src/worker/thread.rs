@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
+use super::cache_first::{CacheFirst, ModelKey, SharedKey};
 use super::load::load_reranker;
 use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 use super::score::{BatchLimits, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
@@ -144,6 +145,10 @@ pub struct InferenceThread {
     /// The cancel flag of the last ranking sent, raised on shutdown.
     last_job: Option<Arc<AtomicBool>>,
     handle: Option<JoinHandle<()>>,
+    /// The model the thread has or is loading, for answers from the score cache alone.
+    model_key: SharedKey,
+    cache_path: Option<PathBuf>,
+    notify: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Capacity of a ranking's reply channel: enough for a burst of scores between two frames.
@@ -156,9 +161,11 @@ impl InferenceThread {
     /// Starts the thread. `notify` is called after every event (e.g. to repaint). Scores
     /// are cached in the database at `cache_path` (None: no cache).
     pub fn spawn(
-        notify: impl Fn() + Send + 'static,
+        notify: impl Fn() + Send + Sync + 'static,
         cache_path: Option<PathBuf>,
     ) -> std::io::Result<Self> {
+        let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(notify);
+        let model_key = SharedKey::default();
         // The CPU compute pool (matrix products, resizing) gets names of its own; left to
         // itself it would be named after the thread that first used it.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -172,10 +179,11 @@ impl InferenceThread {
             commands: command_rx,
             events: event_tx,
             shutdown: Arc::clone(&shutdown),
-            notify: Box::new(notify),
+            notify: Arc::clone(&notify),
             model: None,
+            model_key: Arc::clone(&model_key),
             cache: None,
-            cache_path,
+            cache_path: cache_path.clone(),
             scheduler: None,
             queued: Arc::clone(&queued),
         };
@@ -189,6 +197,9 @@ impl InferenceThread {
             shutdown,
             last_job: None,
             handle: Some(handle),
+            model_key,
+            cache_path,
+            notify,
         })
     }
 
@@ -203,6 +214,9 @@ impl InferenceThread {
             shutdown: Arc::new(AtomicBool::new(true)),
             last_job: None,
             handle: None,
+            model_key: SharedKey::default(),
+            cache_path: None,
+            notify: Arc::new(|| {}),
         }
     }
 
@@ -219,6 +233,33 @@ impl InferenceThread {
     pub fn rank(&mut self, request: RankRequest, use_cache: bool) -> Option<RankHandle> {
         let (job, handle) = RankJob::new(request, use_cache);
         self.send(Command::Rank(job)).then_some(handle)
+    }
+
+    /// Like [`InferenceThread::rank`], but a ranking whose every score is in the score
+    /// cache is answered from there at once, without waiting for the model (still loading,
+    /// or busy): the answer of a question asked before never waits on the GPU. With
+    /// anything left to score the job goes to the thread, and waits there for the model.
+    pub fn rank_cache_first(
+        &mut self,
+        request: RankRequest,
+        use_cache: bool,
+    ) -> Option<RankHandle> {
+        let (job, handle) = RankJob::new(request, use_cache);
+        self.last_job = Some(Arc::clone(&job.cancel));
+        let side = CacheFirst {
+            key: self.model_key.lock().ok().and_then(|k| k.clone()),
+            cache_path: self.cache_path.clone(),
+            commands: self.commands.clone(),
+            notify: Arc::clone(&self.notify),
+        };
+        side.start(job).then_some(handle)
+    }
+
+    /// The most pixels the model the thread has or is loading scales a photo to, once its
+    /// files were read (before its weights are loaded).
+    pub fn model_max_pixels(&self) -> Option<usize> {
+        let key = self.model_key.lock().ok()?;
+        key.as_ref().map(|k| k.preprocess.max_pixels)
     }
 
     /// A sender of commands for other threads (the server's handlers), which need no
@@ -277,8 +318,10 @@ struct Worker {
     commands: Receiver<Command>,
     events: Sender<Event>,
     shutdown: Arc<AtomicBool>,
-    notify: Box<dyn Fn() + Send>,
+    notify: Arc<dyn Fn() + Send + Sync>,
     model: Option<Reranker>,
+    /// What the score cache needs to know of `model`, or of the model being loaded.
+    model_key: SharedKey,
     /// The score cache, opened at the first ranking (None when it cannot be used).
     cache: Option<Option<Mutex<ScoreCache>>>,
     cache_path: Option<PathBuf>,
@@ -368,8 +411,21 @@ impl Worker {
         }
         self.scheduler = None;
         self.model = None; // free the old model's memory first
-        self.emit(Event::ModelLoading { name: name.clone() });
         let (device, note) = ComputeDevice::select(preference);
+        // Known from the files alone: questions asked before are answered from the score
+        // cache while the weights load.
+        let key = crate::hub::resolve_local(&source)
+            .ok()
+            .and_then(|dir| Reranker::identity_of(&dir).ok())
+            .map(|(identity, preprocess)| ModelKey {
+                identity,
+                preprocess,
+                dtype: device.dtype_name(),
+            });
+        if let Ok(mut slot) = self.model_key.lock() {
+            *slot = key;
+        }
+        self.emit(Event::ModelLoading { name: name.clone() });
         match load_reranker(&source, device) {
             Ok(loaded) => {
                 let model = loaded.model;
@@ -435,7 +491,7 @@ impl Worker {
         let reply = JobReply {
             reply: &job.reply,
             cancel: &job.cancel,
-            notify: &self.notify,
+            notify: &*self.notify,
             shutdown: &self.shutdown,
         };
         let Some(model) = self.model.as_ref() else {

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# On the GPU machine: how long a start takes (the 7B checkpoint from the page cache to the
+# first score, with the driver's kernel cache empty and then filled), a 24 GB card (all of
+# the GPU but ROOM_MIB held by another process) ranking 1280-token photos with the batch
+# size chosen automatically, and the fidelity of bf16 scores against transformers f32 on
+# photos of mixed sizes. The CUDA binary is carried as for scripts/gpu_run.sh.
+#
+#   (device) OUT=/tmp/out bash scripts/gpu_start.sh [start] [budget] [fidelity]
+set -u
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/start-log.txt") 2>&1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+BIN=/tmp/lychee-rerank
+[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
+STEPS=${*:-start budget fidelity}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+step() { echo; echo "=== $* ($(date +%T))"; }
+R7B=/tmp/rand7b
+QUERY="a red umbrella on a sunny beach"
+
+step machine
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+echo "cores: $(nproc); CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-unset}"
+
+step "random 7B weights in the published layout (transformers, saved)"
+[ -f "$R7B/config.json" ] || timeout 420 python3 scripts/bench_transformers_text.py --save-random "$R7B" \
+  --documents 4 --tokens 20 --batches 4 > /dev/null
+du -sh "$R7B"
+/usr/bin/time -f "read into the page cache: %e s" cat "$R7B"/*.safetensors > /dev/null
+
+# Photos of mixed sizes and content (the fixtures' 12 and MIXED synthetic ones).
+mkdir -p /tmp/mixed && cp tests/fixtures/photos/* /tmp/mixed/
+python3 - "${MIXED:-36}" <<'PY'
+import sys, numpy as np
+from PIL import Image
+rng = np.random.default_rng(7)
+sizes = [(640, 480), (800, 600), (1024, 768), (768, 1024), (1280, 960), (1600, 1200),
+         (1920, 1080), (2048, 1536), (500, 500), (3000, 2000), (1080, 1920), (400, 300)]
+for i in range(int(sys.argv[1])):
+    w, h = sizes[i % len(sizes)]
+    base = rng.uniform(0, 255, 3)
+    y = np.linspace(0, 1, h)[:, None, None]; x = np.linspace(0, 1, w)[None, :, None]
+    img = base + rng.uniform(-80, 80, 3) * x + rng.uniform(-80, 80, 3) * y + rng.normal(0, 10, (h, w, 3))
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(rng.integers(1, 6)):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.05, 0.3) * min(w, h)
+        img[((xx - cx) ** 2 + (yy - cy) ** 2) < r * r] = rng.uniform(0, 255, 3)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(f"/tmp/mixed/mixed-{i:03d}-{w}x{h}.jpg", quality=90)
+PY
+echo "$(ls /tmp/mixed | wc -l) photos in /tmp/mixed"
+
+if has start; then
+  mkdir -p /tmp/start-photos && cp /tmp/mixed/mixed-00[0-7]* /tmp/start-photos/
+  JIT=/tmp/jit-cache-$$
+  for run in "empty kernel cache" "kernel cache filled by the run before" "again"; do
+    step "start: $run"
+    s=$(date +%s.%N)
+    CUDA_CACHE_PATH=$JIT timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "$QUERY" --json /tmp/start-photos > /dev/null 2> /tmp/start.err
+    e=$(date +%s.%N)
+    grep -E "ready|ranked" /tmp/start.err
+    python3 -c "print('rank of 8 photos, process start to exit: %.2f s' % ($e - $s))"
+    du -sh "$JIT"
+    CUDA_CACHE_PATH=$JIT timeout 300 "$BIN" bench --model "$R7B" --photos 8 --batch 1 --json "$OUT/start.json" > /dev/null
+    python3 -c "import json; r=json.load(open('$OUT/start.json')); print(json.dumps({'run': 'bench after: $run', **{k: r.get(k) for k in ['load_s','warmup_s','first_score_ms','load_to_first_score_s','photos_per_s']}}))"
+  done
+fi
+
+if has budget; then
+  ROOM_MIB=${ROOM_MIB:-22528}
+  step "a 24 GB card: all of the GPU but $ROOM_MIB MiB held by another process"
+  rm -f /tmp/ballast.ready
+  ROOM_MIB=$ROOM_MIB python3 - <<'PY' &
+import os, time, torch
+free, total = torch.cuda.mem_get_info()
+room = int(os.environ["ROOM_MIB"]) << 20
+ballast = torch.empty(max(free - room, 0), dtype=torch.uint8, device="cuda")
+left, _ = torch.cuda.mem_get_info()
+print(f"ballast: holding {ballast.numel() >> 20} MiB; {left >> 20} MiB left free", flush=True)
+open("/tmp/ballast.ready", "w").close()
+time.sleep(3600)
+PY
+  ballast=$!
+  for _ in $(seq 1 120); do [ -f /tmp/ballast.ready ] && break; sleep 0.5; done
+  timeout 400 "$BIN" bench --model "$R7B" --photos "${BUDGET_PHOTOS:-64}" --size 1280x1024 --json "$OUT/budget_1280.json" > /dev/null
+  python3 -c "import json; r=json.load(open('$OUT/budget_1280.json')); print(json.dumps({k: r.get(k) for k in ['photos','failed','visual_tokens','batch','notices','lowered_resolution','photos_per_s','gpu_mib_after_load','gpu_mib_peak_sampled','load_s','warmup_s']}))"
+  kill "$ballast"; wait "$ballast" 2>/dev/null
+fi
+
+if has fidelity; then
+  step "fidelity: candle bf16, transformers bf16 and f32 on $(ls /tmp/mixed | wc -l) photos of mixed sizes"
+  timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "$QUERY" --json /tmp/mixed > "$OUT/fid_candle_bf16.jsonl" 2> /tmp/fid.err
+  grep -E "ranked|failed" /tmp/fid.err
+  timeout 400 python3 scripts/reference_scores.py --model "$R7B" --dtype bf16 --query "$QUERY" /tmp/mixed > "$OUT/fid_tf_bf16.jsonl"
+  timeout 500 python3 scripts/reference_scores.py --model "$R7B" --dtype f32 --query "$QUERY" /tmp/mixed > "$OUT/fid_tf_f32.jsonl"
+  python3 scripts/compare_scores.py "$OUT/fid_candle_bf16.jsonl" "$OUT/fid_tf_f32.jsonl" --label "candle bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$OUT/fid_tf_bf16.jsonl" "$OUT/fid_tf_f32.jsonl" --label "transformers bf16 vs transformers f32"
+  python3 scripts/compare_scores.py "$OUT/fid_candle_bf16.jsonl" "$OUT/fid_tf_bf16.jsonl" --label "candle bf16 vs transformers bf16"
+fi
+step done
