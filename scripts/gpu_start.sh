@@ -83,8 +83,16 @@ time.sleep(3600)
 PY
   ballast=$!
   for _ in $(seq 1 120); do [ -f /tmp/ballast.ready ] && break; sleep 0.5; done
+  KEYS="'photos','failed','visual_tokens','batch','notices','lowered_resolution','photos_per_s','gpu_mib_after_load','pool_mib_after_load','pool_mib_used_peak','pool_mib_reserved_peak','measured_mib_per_photo','estimated_mib_per_photo','load_s','warmup_s'"
+  export CUDA_CACHE_PATH=/tmp/jit-cache-budget
+  # what batches of 1, 2 and 4 really take (the memory pool's high-water mark)
+  for b in ${BUDGET_BATCHES-1 2 4}; do
+    timeout 200 "$BIN" bench --model "$R7B" --photos 8 --batch "$b" --size 1280x1024 --json "$OUT/budget_b$b.json" > /dev/null
+    python3 -c "import json; r=json.load(open('$OUT/budget_b$b.json')); print(json.dumps({k: r.get(k) for k in [$KEYS]}))"
+  done
+  # the batch size chosen from the free memory
   timeout 400 "$BIN" bench --model "$R7B" --photos "${BUDGET_PHOTOS:-64}" --size 1280x1024 --json "$OUT/budget_1280.json" > /dev/null
-  python3 -c "import json; r=json.load(open('$OUT/budget_1280.json')); print(json.dumps({k: r.get(k) for k in ['photos','failed','visual_tokens','batch','notices','lowered_resolution','photos_per_s','gpu_mib_after_load','gpu_mib_peak_sampled','load_s','warmup_s']}))"
+  python3 -c "import json; r=json.load(open('$OUT/budget_1280.json')); print(json.dumps({k: r.get(k) for k in [$KEYS]}))"
   kill "$ballast"; wait "$ballast" 2>/dev/null
 fi
 

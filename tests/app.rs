@@ -15,6 +15,7 @@ use egui_kittest::kittest::{Queryable, by};
 use lychee_rerank::app::{AppOptions, LycheeApp, ModelStatus};
 use lychee_rerank::hub::cache::HfCache;
 use lychee_rerank::hub::download::HubConfig;
+use lychee_rerank::model::device::GpuInfo;
 
 const QUERY: &str = "a red umbrella on a sunny beach";
 
@@ -55,6 +56,17 @@ fn harness_full(
     hub: Option<HubConfig>,
     embedder: Option<PathBuf>,
 ) -> Harness<'static, LycheeApp> {
+    harness_gpus(cache, model, hub, embedder, None)
+}
+
+/// The same, offering `gpus` in the model panel instead of the machine's.
+fn harness_gpus(
+    cache: &Path,
+    model: String,
+    hub: Option<HubConfig>,
+    embedder: Option<PathBuf>,
+    gpus: Option<Vec<GpuInfo>>,
+) -> Harness<'static, LycheeApp> {
     let cache = cache.to_path_buf();
     Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
@@ -79,6 +91,7 @@ fn harness_full(
                     load_embedder: embedder.is_some(),
                     embedder: embedder.map(|e| e.to_string_lossy().into_owned()),
                     index: Some(cache.join("index.sqlite3")),
+                    gpus: gpus.clone(),
                 },
             )
         })
@@ -538,4 +551,49 @@ fn the_window_keeps_drawing_while_ten_thousand_photos_are_indexed() {
     assert!(saw_progress, "the progress was shown while indexing");
     assert!(frames > 10, "{frames} frames");
     eprintln!("indexed {n} photos over {frames} frames; the slowest frame took {slowest:?}");
+}
+
+#[test]
+fn the_model_panel_lists_the_gpus_and_a_choice_reloads_the_model() {
+    let cache = tempfile::tempdir().unwrap();
+    let gpu = |ordinal: usize, name: &str| GpuInfo {
+        ordinal,
+        name: name.into(),
+        memory_mib: 24 * 1024,
+    };
+    let mut h = harness_gpus(
+        cache.path(),
+        common::model_dir().to_string_lossy().into_owned(),
+        None,
+        None,
+        Some(vec![gpu(0, "First GPU"), gpu(1, "Second GPU")]),
+    );
+    wait_for(&mut h, "the model", |a| {
+        matches!(a.session.model, ModelStatus::Ready(_))
+    });
+    assert_eq!(h.state().state.gpus, None, "every GPU by default");
+    // Leaving the second GPU out keeps the first and reloads the model there. This build
+    // and machine have no GPU, so that load fails and says which GPU and what to do.
+    h.get_by_label("GPU 1 · Second GPU · 24 GB").click();
+    h.step();
+    assert_eq!(h.state().state.gpus, Some(vec![0]));
+    wait_for(&mut h, "the load on GPU 0", |a| {
+        matches!(a.session.model, ModelStatus::Failed { .. })
+    });
+    let ModelStatus::Failed { reason, .. } = &h.state().session.model else {
+        unreachable!()
+    };
+    assert!(reason.contains("GPU 0"), "{reason}");
+    assert!(reason.contains("choose another GPU"), "{reason}");
+    // The one GPU left cannot be unticked: nothing changes.
+    h.get_by_label("GPU 0 · First GPU · 24 GB").click();
+    h.step();
+    assert_eq!(h.state().state.gpus, Some(vec![0]));
+    // Both again: every GPU, and the model loads as before.
+    h.get_by_label("GPU 1 · Second GPU · 24 GB").click();
+    h.step();
+    assert_eq!(h.state().state.gpus, None);
+    wait_for(&mut h, "the model again", |a| {
+        matches!(a.session.model, ModelStatus::Ready(_))
+    });
 }

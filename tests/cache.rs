@@ -308,6 +308,7 @@ fn the_window_can_turn_the_cache_off() {
     let db = cache_dir.path().join("scores.sqlite3");
     let mut worker = InferenceThread::spawn(|| {}, Some(db.clone())).unwrap();
     assert!(worker.send(Command::LoadModel {
+        gpus: None,
         source: ModelSource::Folder(common::model_dir()),
         device: DevicePreference::Cpu,
         name: None,
@@ -362,6 +363,7 @@ fn a_question_asked_before_is_answered_while_the_model_is_busy() {
     let db = cache_dir.path().join("scores.sqlite3");
     let mut worker = InferenceThread::spawn(|| {}, Some(db)).unwrap();
     assert!(worker.send(Command::LoadModel {
+        gpus: None,
         source: ModelSource::Folder(common::model_dir()),
         device: DevicePreference::Cpu,
         name: None,

@@ -36,6 +36,7 @@ fn rank(worker: &mut InferenceThread, photos: Vec<PathBuf>) -> RankHandle {
 
 fn load(worker: &mut InferenceThread) {
     assert!(worker.send(Command::LoadModel {
+        gpus: None,
         source: ModelSource::Folder(common::model_dir()),
         device: DevicePreference::Cpu,
         name: None,

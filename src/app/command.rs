@@ -20,6 +20,8 @@ pub enum UiCommand {
     SetQueryImage(Option<PathBuf>),
     /// Load the model named by a folder or a Hub id.
     LoadModel(String),
+    /// Run the judge on these GPUs, one copy each (None: every GPU), and reload it.
+    SetGpus(Option<Vec<usize>>),
     /// Load the first-stage embedder named by a folder or a Hub id.
     LoadEmbedder(String),
     /// Download the model (or embedder) named in the settings.

@@ -21,7 +21,7 @@ use super::textures::Thumbnails;
 use crate::hub::download::{HubConfig, ModelDownload};
 use crate::hub::{HubError, ModelSource, resolve_local};
 use crate::library::export::{start_copy, start_export};
-use crate::model::device::DevicePreference;
+use crate::model::device::{DevicePreference, GpuChoice, GpuInfo};
 use crate::worker::{Command, IndexCommand, IndexThread, InferenceThread, RankRequest};
 
 /// How the window is started.
@@ -45,6 +45,8 @@ pub struct AppOptions {
     pub load_embedder: bool,
     /// The index file (None: photos are indexed for this session only).
     pub index: Option<PathBuf>,
+    /// The GPUs to offer in the model panel (None: those the driver lists).
+    pub gpus: Option<Vec<GpuInfo>>,
 }
 
 impl Default for AppOptions {
@@ -59,6 +61,7 @@ impl Default for AppOptions {
             embedder: None,
             load_embedder: true,
             index: Some(crate::index::IndexStore::default_path()),
+            gpus: None,
         }
     }
 }
@@ -121,6 +124,10 @@ impl LycheeApp {
             copy: None,
             hub: options.hub.clone(),
             ctx: ctx.clone(),
+            gpus: options
+                .gpus
+                .clone()
+                .unwrap_or_else(crate::model::device::gpu_list),
         };
         let mut app = LycheeApp {
             state,
@@ -175,6 +182,12 @@ impl LycheeApp {
             }
             UiCommand::SetQueryImage(path) => session.query_image = path,
             UiCommand::LoadModel(spec) => self.load_model(spec),
+            UiCommand::SetGpus(gpus) => {
+                if gpus != self.state.gpus {
+                    self.state.gpus = gpus;
+                    self.load_model(self.state.model.clone());
+                }
+            }
             UiCommand::LoadEmbedder(spec) => self.load_embedder(spec),
             UiCommand::StartDownload(role) => self.start_download(role),
             UiCommand::CancelDownload(role) => {
@@ -287,6 +300,11 @@ impl LycheeApp {
         if self.runtime.worker.send(Command::LoadModel {
             source: ModelSource::Folder(folder),
             device: DevicePreference::Auto,
+            // every GPU the user has not left out
+            gpus: Some(match &self.state.gpus {
+                Some(list) => GpuChoice::List(list.clone()),
+                None => GpuChoice::All,
+            }),
             name: Some(name.clone()),
         }) {
             self.session.model = ModelStatus::Loading {
@@ -570,6 +588,8 @@ impl LycheeApp {
                             index: &session.index,
                             embedder_download: runtime.embedder_download.as_ref(),
                             embedder_spec: &state.embedder,
+                            gpus: &runtime.gpus,
+                            chosen_gpus: state.gpus.as_deref(),
                         };
                         model_ui(ui, &model, &mut out);
                         ui.add_space(8.0);

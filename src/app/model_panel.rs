@@ -10,6 +10,7 @@ use super::session::ModelStatus;
 use crate::embed::{DEFAULT_EMBEDDER_BYTES, DEFAULT_EMBEDDER_ID};
 use crate::hub::download::{HubConfig, ModelDownload};
 use crate::hub::{DEFAULT_MODEL_BYTES, DEFAULT_MODEL_ID, ModelSource};
+use crate::model::device::GpuInfo;
 
 /// What the model panel shows.
 pub struct ModelView<'a> {
@@ -22,6 +23,9 @@ pub struct ModelView<'a> {
     pub embedder_download: Option<&'a ModelDownload>,
     /// The embedder the settings name.
     pub embedder_spec: &'a str,
+    /// The machine's GPUs, and those the judge is to run on (None: all).
+    pub gpus: &'a [GpuInfo],
+    pub chosen_gpus: Option<&'a [usize]>,
 }
 
 /// The judge.
@@ -81,6 +85,7 @@ pub fn model_ui(ui: &mut egui::Ui, view: &ModelView<'_>, out: &mut Vec<UiCommand
             }
         }
     }
+    gpus_ui(ui, view, out);
     ui.add_space(4.0);
     if ui
         .button("Use a local folder…")
@@ -88,6 +93,47 @@ pub fn model_ui(ui: &mut egui::Ui, view: &ModelView<'_>, out: &mut Vec<UiCommand
         .clicked()
     {
         out.push(UiCommand::OpenDialog(DialogKind::ModelFolder));
+    }
+}
+
+/// With several GPUs: which of them the judge runs on (one copy of the model each; a
+/// ranking is dealt over them). At least one stays chosen; a change reloads the model.
+fn gpus_ui(ui: &mut egui::Ui, view: &ModelView<'_>, out: &mut Vec<UiCommand>) {
+    if view.gpus.len() < 2 {
+        return;
+    }
+    let chosen = |g: &GpuInfo| view.chosen_gpus.is_none_or(|c| c.contains(&g.ordinal));
+    let count = view.gpus.iter().filter(|g| chosen(g)).count();
+    ui.add_space(4.0);
+    ui.label("Run on")
+        .on_hover_text("One copy of the model per GPU; the photos are dealt to whichever is free");
+    for gpu in view.gpus {
+        let mut on = chosen(gpu);
+        let mut label = format!("GPU {} · {}", gpu.ordinal, gpu.name);
+        if gpu.memory_mib > 0 {
+            label.push_str(&format!(" · {:.0} GB", gpu.memory_mib as f64 / 1024.0));
+        }
+        // the last GPU chosen cannot be taken away
+        let enabled = !(on && count == 1);
+        if ui
+            .add_enabled(enabled, egui::Checkbox::new(&mut on, label))
+            .changed()
+        {
+            let list: Vec<usize> = view
+                .gpus
+                .iter()
+                .filter(|g| {
+                    if g.ordinal == gpu.ordinal {
+                        on
+                    } else {
+                        chosen(g)
+                    }
+                })
+                .map(|g| g.ordinal)
+                .collect();
+            let all = list.len() == view.gpus.len();
+            out.push(UiCommand::SetGpus((!all).then_some(list)));
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::background::Task;
 use crate::hub::download::{HubConfig, ModelDownload};
 use crate::library::export::{CopyReport, ExportReport};
+use crate::model::device::GpuInfo;
 use crate::worker::{IndexThread, InferenceThread};
 
 use super::dialogs::Dialogs;
@@ -29,6 +30,8 @@ pub struct Runtime {
     pub hub: HubConfig,
     /// For repaint requests from other threads, and the clipboard.
     pub ctx: egui::Context,
+    /// The machine's GPUs, listed once at start.
+    pub gpus: Vec<GpuInfo>,
 }
 
 impl Runtime {

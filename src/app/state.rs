@@ -32,6 +32,8 @@ pub struct AppState {
     pub shortlist: usize,
     /// The first-stage embedder: a folder or a Hugging Face id.
     pub embedder: String,
+    /// The GPUs the judge runs on, one copy each (None: every GPU of the machine).
+    pub gpus: Option<Vec<usize>>,
 }
 
 impl Default for AppState {
@@ -46,6 +48,7 @@ impl Default for AppState {
             remember_scores: true,
             shortlist: DEFAULT_SHORTLIST,
             embedder: crate::embed::DEFAULT_EMBEDDER_ID.to_owned(),
+            gpus: None,
         }
     }
 }

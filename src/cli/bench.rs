@@ -154,6 +154,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let load_s = load_start.elapsed().as_secs_f64();
     let warmup_s = model.warm_up()?.as_secs_f64();
     let after_load = model.device.memory();
+    let pool_after_load = model.device.memory_pool();
+    model.device.reset_memory_peaks();
 
     let request = RankRequest::new("a red umbrella on a sunny beach", photos)
         .with_pixels(None, args.max_pixels);
@@ -208,6 +210,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         },
     )?;
     let wall = (last_score - start).as_secs_f64();
+    let pool_peak = model.device.memory_pool();
     let second = if args.second_query {
         let request = RankRequest {
             query_text: "a grey city street at night".into(),
@@ -261,6 +264,13 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "warmup_s": warmup_s,
         "gpu_mib_after_load": after_load.map(|(f, t)| (t - f) >> 20),
         "gpu_mib_peak_sampled": (peak_used > 0).then_some(peak_used >> 20),
+        // The memory pool: in use after loading, and the most in use (and reserved) while
+        // ranking; their difference is what the batches took.
+        "pool_mib_after_load": pool_after_load.map(|(now, _, _)| now >> 20),
+        "pool_mib_used_peak": pool_peak.map(|(_, high, _)| high >> 20),
+        "pool_mib_reserved_peak": pool_peak.map(|(_, _, high)| high >> 20),
+        "measured_mib_per_photo": model.measured_photo_bytes().map(|b| b >> 20),
+        "estimated_mib_per_photo": model.bytes_per_photo(model.preprocess.with_bounds(None, args.max_pixels).max_pixels) >> 20,
         "second_query_photos_per_s": second.map(|(rate, _)| rate),
         "second_query_tokens_from_memory": second.map(|(_, hits)| hits),
     });

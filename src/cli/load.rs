@@ -5,8 +5,8 @@ use anyhow::bail;
 
 use super::ModelArgs;
 use crate::hub::ModelSource;
+use crate::model::Reranker;
 use crate::model::device::GpuChoice;
-use crate::model::{ComputeDevice, Reranker};
 use crate::worker::load_reranker;
 
 /// Loads the model named by `args`, saying where and on what device on stderr.
@@ -60,36 +60,8 @@ pub fn load_on_gpus(args: &ModelArgs, choice: &GpuChoice) -> anyhow::Result<Vec<
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let loaded: Vec<(usize, anyhow::Result<crate::worker::LoadedModel>)> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = ordinals
-                .iter()
-                .map(|&ordinal| {
-                    let source = &source;
-                    let dtype = args.dtype.clone();
-                    s.spawn(move || {
-                        let device = ComputeDevice::gpu(ordinal).map_err(anyhow::Error::msg)?;
-                        let device = match dtype.as_deref() {
-                            Some("f32") => device.with_dtype(candle_core::DType::F32),
-                            _ => device,
-                        };
-                        load_reranker(source, device)
-                    })
-                })
-                .collect();
-            ordinals
-                .iter()
-                .zip(handles)
-                .map(|(&o, h)| {
-                    (
-                        o,
-                        h.join().unwrap_or_else(|_| {
-                            Err(anyhow::anyhow!("loading stopped unexpectedly"))
-                        }),
-                    )
-                })
-                .collect()
-        });
+    let loaded =
+        crate::worker::load::load_on_gpus(&source, &ordinals, args.dtype.as_deref() == Some("f32"));
     let mut models = Vec::new();
     for (ordinal, result) in loaded {
         match result {

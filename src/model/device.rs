@@ -103,6 +103,54 @@ impl ComputeDevice {
         None
     }
 
+    /// The device memory pool's (in use now, in use at most, reserved at most) bytes since
+    /// the last [`ComputeDevice::reset_memory_peaks`], for a GPU: what a batch really took.
+    pub fn memory_pool(&self) -> Option<(u64, u64, u64)> {
+        #[cfg(feature = "cuda")]
+        if let candle_core::DeviceLocation::Cuda { gpu_id } = self.device.location() {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute as A;
+            return Some((
+                pool_attribute(gpu_id, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+                pool_attribute(gpu_id, A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+                pool_attribute(gpu_id, A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+            ));
+        }
+        None
+    }
+
+    /// Hands the memory the pool keeps from earlier work (free, but reserved) back to the
+    /// device, so that the device's free memory says what a new batch can have. The
+    /// pool grows again as the next batches need it.
+    pub fn release_pooled_memory(&self) {
+        #[cfg(feature = "cuda")]
+        if let candle_core::DeviceLocation::Cuda { gpu_id } = self.device.location() {
+            use candle_core::cuda_backend::cudarc::driver::{result, sys};
+            let _ = self.device.synchronize();
+            let Ok(device) = result::device::get(gpu_id as i32) else {
+                return;
+            };
+            let mut pool = std::ptr::null_mut();
+            // SAFETY: plain driver calls; trimming never releases memory in use.
+            unsafe {
+                if sys::cuDeviceGetDefaultMemPool(&mut pool, device) == sys::CUresult::CUDA_SUCCESS
+                {
+                    let _ = sys::cuMemPoolTrimTo(pool, 0);
+                }
+            }
+        }
+    }
+
+    /// Starts the pool's high-water marks over from what is in use now.
+    pub fn reset_memory_peaks(&self) {
+        #[cfg(feature = "cuda")]
+        if let candle_core::DeviceLocation::Cuda { gpu_id } = self.device.location() {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute as A;
+            let _ = self.device.synchronize();
+            set_pool_attribute(gpu_id, A::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0);
+            set_pool_attribute(gpu_id, A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH, 0);
+        }
+    }
+
     /// "bf16" / "f32" for display.
     pub fn dtype_name(&self) -> &'static str {
         match self.dtype {
@@ -139,6 +187,50 @@ fn keep_freed_memory_pooled(ordinal: usize) {
     }
 }
 
+/// A u64 attribute of GPU `ordinal`'s default memory pool.
+#[cfg(feature = "cuda")]
+fn pool_attribute(
+    ordinal: usize,
+    attribute: candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute,
+) -> Option<u64> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let device = result::device::get(ordinal as i32).ok()?;
+    let mut pool = std::ptr::null_mut();
+    let mut value = 0u64;
+    // SAFETY: plain driver calls with valid out-pointers; these attributes are u64.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, device) != sys::CUresult::CUDA_SUCCESS {
+            return None;
+        }
+        if sys::cuMemPoolGetAttribute(pool, attribute, (&mut value as *mut u64).cast())
+            != sys::CUresult::CUDA_SUCCESS
+        {
+            return None;
+        }
+    }
+    Some(value)
+}
+
+/// Sets a u64 attribute of GPU `ordinal`'s default memory pool (best effort).
+#[cfg(feature = "cuda")]
+fn set_pool_attribute(
+    ordinal: usize,
+    attribute: candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute,
+    mut value: u64,
+) {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Ok(device) = result::device::get(ordinal as i32) else {
+        return;
+    };
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: as in `pool_attribute`.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, device) == sys::CUresult::CUDA_SUCCESS {
+            let _ = sys::cuMemPoolSetAttribute(pool, attribute, (&mut value as *mut u64).cast());
+        }
+    }
+}
+
 /// The GPU's marketing name, from the driver.
 #[cfg(feature = "cuda")]
 fn gpu_name(ordinal: usize) -> Option<String> {
@@ -157,6 +249,35 @@ fn gpu_name(ordinal: usize) -> Option<String> {
 }
 
 /// Number of CUDA GPUs the driver shows (0 without GPU support or a driver).
+/// A GPU of this machine, as the model panel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// Its memory, in MiB (0 when the driver does not say).
+    pub memory_mib: u64,
+}
+
+/// Every GPU the driver lists (none in a build without GPU support).
+pub fn gpu_list() -> Vec<GpuInfo> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::result;
+        return (0..gpu_count())
+            .map(|ordinal| GpuInfo {
+                ordinal,
+                name: gpu_name(ordinal).unwrap_or_else(|| format!("CUDA GPU {ordinal}")),
+                memory_mib: result::device::get(ordinal as i32)
+                    // SAFETY: a plain query of a device handle the driver gave.
+                    .and_then(|d| unsafe { result::device::total_mem(d) })
+                    .map_or(0, |b| b as u64 >> 20),
+            })
+            .collect();
+    }
+    #[allow(unreachable_code)]
+    Vec::new()
+}
+
 pub fn gpu_count() -> usize {
     #[cfg(feature = "cuda")]
     {

@@ -123,6 +123,9 @@ pub struct Reranker {
     visual_cache: Mutex<VisualCache>,
     /// Images run through the vision tower since loading (see [`Reranker::photos_encoded`]).
     encoded: std::sync::atomic::AtomicU64,
+    /// Device memory one photo at the largest resolution took in the warm-up (0: not
+    /// measured); batch sizes are chosen from it.
+    measured_photo_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Device memory kept for visual tokens of photos already seen: 1/32 of the GPU's memory
@@ -229,6 +232,7 @@ impl Reranker {
             activation_budget: None,
             visual_cache: Mutex::new(VisualCache::new(visual_cache_limit(&device))),
             encoded: std::sync::atomic::AtomicU64::new(0),
+            measured_photo_bytes: std::sync::atomic::AtomicU64::new(0),
             device,
         })
     }
@@ -542,10 +546,23 @@ impl Reranker {
     pub fn suggested_batch(&self) -> usize {
         const MAX_BATCH: usize = 16;
         const RESERVE: u64 = 1 << 30;
+        // What the pool keeps from earlier batches is not free for batches of another
+        // size (they come in other sizes of blocks): it goes back to the device first.
+        self.device.release_pooled_memory();
         let Some((free, _)) = self.device.memory() else {
             return 1;
         };
-        let per_photo = self.bytes_per_photo(self.preprocess.max_pixels);
+        let measured = self
+            .measured_photo_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let per_photo = if measured > 0 {
+            // Measured on the H200 with 22 GiB (docs/PERFORMANCE.md): the warm-up photo
+            // took 225 MiB; in batches of B a photo took about 290 MiB in use and 450 MiB
+            // of the pool's reserve (its blocks are rounded up and not all reusable).
+            measured * 5 / 2
+        } else {
+            self.bytes_per_photo(self.preprocess.max_pixels)
+        };
         // The visual tokens kept for later queries will grow into their share of it.
         let growth = {
             let c = self.visual_cache();
@@ -597,7 +614,50 @@ impl Reranker {
         )?;
         let tokens = self.encode_photos(&[&input])?;
         self.judge(&query, &tokens[0])?;
+        drop(tokens);
+        self.measure_photo_memory(&query)?;
         Ok(start.elapsed())
+    }
+
+    /// Judges one plain photo at the largest resolution and keeps how much device memory
+    /// it took above what was in use before (the memory pool's high-water mark), so that
+    /// batch sizes come from the model as it runs rather than from a formula.
+    fn measure_photo_memory(&self, query: &PreparedQuery) -> Result<()> {
+        let Some((before, _, _)) = self.device.memory_pool() else {
+            return Ok(());
+        };
+        let vision = &self.config.vision;
+        let factor = vision.resize_factor();
+        // The most visual tokens a photo can have, as a near-square grid of them.
+        let most = (self.preprocess.max_pixels / (factor * factor)).max(1);
+        let rows = ((most as f64).sqrt() as usize).max(1);
+        let cols = (most / rows).max(1);
+        let (width, height) = (cols * factor, rows * factor);
+        let image = super::resample::Rgb8::new(width, height, vec![128u8; width * height * 3])
+            .ok_or_else(|| ModelError::BadConfig("vision patch size".into()))?;
+        let input = super::preprocess::patchify(&image, vision, &self.preprocess, (width, height));
+        self.device.reset_memory_peaks();
+        let tokens = self.run_vision(&[&input])?;
+        self.judge(query, &tokens[0])?;
+        self.synchronize()?;
+        drop(tokens);
+        if let Some((_, high, _)) = self.device.memory_pool() {
+            // scaled up to the full token count where the grid fell short of it
+            let took = high.saturating_sub(before) * most as u64 / (rows * cols) as u64;
+            self.measured_photo_bytes
+                .store(took, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Device memory one photo at the largest resolution took in the warm-up (None before
+    /// a warm-up on a GPU).
+    pub fn measured_photo_bytes(&self) -> Option<u64> {
+        Some(
+            self.measured_photo_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|&b| b > 0)
     }
 }
 

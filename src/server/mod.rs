@@ -212,6 +212,7 @@ pub fn start(
     let name = model.display();
     anyhow::ensure!(
         worker.send(Command::LoadModel {
+            gpus: None,
             source: model,
             device,
             name: Some(name),

@@ -39,6 +39,47 @@ pub fn load_reranker(source: &ModelSource, device: ComputeDevice) -> anyhow::Res
     })
 }
 
+/// One copy of `source` on each GPU of `ordinals` (a number given twice: two copies on
+/// that GPU), loaded side by side; each entry says how that GPU's load went. `f32` loads
+/// them in f32 instead of bf16.
+pub fn load_on_gpus(
+    source: &ModelSource,
+    ordinals: &[usize],
+    f32: bool,
+) -> Vec<(usize, anyhow::Result<LoadedModel>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ordinals
+            .iter()
+            .map(|&ordinal| {
+                let loader = std::thread::Builder::new()
+                    .name(format!("load-gpu-{ordinal}"))
+                    .spawn_scoped(s, move || {
+                        let device = ComputeDevice::gpu(ordinal).map_err(anyhow::Error::msg)?;
+                        let device = if f32 {
+                            device.with_dtype(candle_core::DType::F32)
+                        } else {
+                            device
+                        };
+                        load_reranker(source, device)
+                    });
+                (ordinal, loader)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(ordinal, loader)| {
+                let result = match loader {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("loading stopped unexpectedly"))),
+                    Err(e) => Err(anyhow::anyhow!("no thread to load it on ({e})")),
+                };
+                (ordinal, result)
+            })
+            .collect()
+    })
+}
+
 /// An embedder ready to embed, and how long it took.
 pub struct LoadedEmbedder {
     pub embedder: crate::embed::Embedder,

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use super::cache_first::{CacheFirst, ModelKey, SharedKey};
+use super::devices::run_ranking_on;
 use super::load::load_reranker;
-use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
+use super::rank::{RankEvent, RankOutcome, RankRequest, RankSettings};
 use super::score::{BatchLimits, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 use crate::cache::scores::ScoreCache;
 use crate::hub::ModelSource;
-use crate::model::device::DevicePreference;
+use crate::model::device::{DevicePreference, GpuChoice};
 use crate::model::{ComputeDevice, Reranker};
 
 /// What the window asks of the inference thread.
@@ -29,6 +30,9 @@ pub enum Command {
     LoadModel {
         source: ModelSource,
         device: DevicePreference,
+        /// One copy per GPU of these, rankings dealt over them (None, or a choice of
+        /// fewer than two GPUs: one copy on `device`).
+        gpus: Option<GpuChoice>,
         /// What to call it (a Hub id rather than its cache folder).
         name: Option<String>,
     },
@@ -181,6 +185,7 @@ impl InferenceThread {
             shutdown: Arc::clone(&shutdown),
             notify: Arc::clone(&notify),
             model: None,
+            copies: Vec::new(),
             model_key: Arc::clone(&model_key),
             cache: None,
             cache_path: cache_path.clone(),
@@ -320,6 +325,8 @@ struct Worker {
     shutdown: Arc<AtomicBool>,
     notify: Arc<dyn Fn() + Send + Sync>,
     model: Option<Reranker>,
+    /// Copies of `model` on further GPUs; a ranking is dealt over all of them.
+    copies: Vec<Reranker>,
     /// What the score cache needs to know of `model`, or of the model being loaded.
     model_key: SharedKey,
     /// The score cache, opened at the first ranking (None when it cannot be used).
@@ -389,8 +396,9 @@ impl Worker {
             Command::LoadModel {
                 source,
                 device,
+                gpus,
                 name,
-            } => self.load(source, device, name),
+            } => self.load(source, device, gpus, name),
             Command::Rank(job) => self.rank(job),
             Command::Score(job) => match self.scheduler.as_mut() {
                 Some(s) if self.model.is_some() => s.push(job),
@@ -404,14 +412,45 @@ impl Worker {
         }
     }
 
-    fn load(&mut self, source: ModelSource, preference: DevicePreference, name: Option<String>) {
+    fn load(
+        &mut self,
+        source: ModelSource,
+        preference: DevicePreference,
+        gpus: Option<GpuChoice>,
+        name: Option<String>,
+    ) {
         let name = name.unwrap_or_else(|| source.display());
         if let Some(s) = self.scheduler.as_mut() {
             s.fail_all("the model is being replaced; send the request again");
         }
         self.scheduler = None;
         self.model = None; // free the old model's memory first
-        let (device, note) = ComputeDevice::select(preference);
+        self.copies.clear();
+        let gpus = gpus.filter(|_| preference != DevicePreference::Cpu);
+        let ordinals = gpus.as_ref().map(GpuChoice::ordinals).unwrap_or_default();
+        if ordinals.len() > 1 {
+            return self.load_copies(source, &ordinals, name);
+        }
+        // One GPU named: that one; otherwise the GPU when there is one, else the CPU.
+        let named = match (&gpus, ordinals.first()) {
+            (Some(GpuChoice::List(_)), Some(&ordinal)) => Some(ordinal),
+            _ => None,
+        };
+        let (device, note) = match named {
+            Some(ordinal) => match ComputeDevice::gpu(ordinal) {
+                Ok(device) => (device, None),
+                Err(e) => {
+                    self.emit(Event::ModelFailed {
+                        name,
+                        reason: format!(
+                            "GPU {ordinal} cannot be used: {e}; choose another GPU in the model panel"
+                        ),
+                    });
+                    return;
+                }
+            },
+            None => ComputeDevice::select(preference),
+        };
         // Known from the files alone: questions asked before are answered from the score
         // cache while the weights load.
         let key = crate::hub::resolve_local(&source)
@@ -443,18 +482,84 @@ impl Worker {
                     note,
                     inputs: PhotoPreparer::of(&model),
                 };
-                self.scheduler = Some(Scheduler::new(
-                    BatchLimits::for_model(&model),
-                    Arc::clone(&self.queued),
-                ));
-                self.model = Some(model);
-                self.emit(Event::ModelReady(Box::new(info)));
+                self.ready(model, Vec::new(), info);
             }
             Err(e) => self.emit(Event::ModelFailed {
                 name,
                 reason: format!("{e:#}"),
             }),
         }
+    }
+
+    /// `model` (and its `copies` on further GPUs) is ready: the scheduler and the window
+    /// are told.
+    fn ready(&mut self, model: Reranker, copies: Vec<Reranker>, info: ModelInfo) {
+        self.scheduler = Some(Scheduler::new(
+            BatchLimits::for_model(&model),
+            Arc::clone(&self.queued),
+        ));
+        self.model = Some(model);
+        self.copies = copies;
+        self.emit(Event::ModelReady(Box::new(info)));
+    }
+
+    /// One copy of the model per GPU of `ordinals`, loaded side by side; a GPU that cannot
+    /// take it is left out with a note, and only when none can is the load a failure.
+    fn load_copies(&mut self, source: ModelSource, ordinals: &[usize], name: String) {
+        let key = crate::hub::resolve_local(&source)
+            .ok()
+            .and_then(|dir| Reranker::identity_of(&dir).ok())
+            .map(|(identity, preprocess)| ModelKey {
+                identity,
+                preprocess,
+                dtype: "bf16",
+            });
+        if let Ok(mut slot) = self.model_key.lock() {
+            *slot = key;
+        }
+        self.emit(Event::ModelLoading { name: name.clone() });
+        let start = Instant::now();
+        let mut loaded = Vec::new();
+        let mut left_out = Vec::new();
+        for (ordinal, result) in super::load::load_on_gpus(&source, ordinals, false) {
+            match result {
+                Ok(l) => loaded.push((ordinal, l)),
+                Err(e) => left_out.push(format!("GPU {ordinal} is left out: {e:#}")),
+            }
+        }
+        if loaded.is_empty() {
+            self.emit(Event::ModelFailed {
+                name,
+                reason: left_out.join("; "),
+            });
+            return;
+        }
+        let (_, first) = loaded.remove(0);
+        let gpus: Vec<String> = std::iter::once(first.model.device.name.clone())
+            .chain(loaded.iter().map(|(_, l)| l.model.device.name.clone()))
+            .collect();
+        let used: u64 = std::iter::once(&first.model)
+            .chain(loaded.iter().map(|(_, l)| &l.model))
+            .filter_map(|m| m.device.memory().map(|(free, total)| (total - free) >> 20))
+            .sum();
+        let model = first.model;
+        let info = ModelInfo {
+            name,
+            folder: first.folder,
+            device: if gpus.len() > 1 {
+                format!("{} GPUs: {}", gpus.len(), gpus.join(", "))
+            } else {
+                gpus.join("")
+            },
+            dtype: model.device.dtype_name().into(),
+            gpu_memory_used_mib: Some(used),
+            load_seconds: start.elapsed().as_secs_f64(),
+            max_pixels: model.preprocess.max_pixels,
+            note: (!left_out.is_empty()).then(|| left_out.join("; ")),
+            inputs: PhotoPreparer::of(&model),
+        };
+        let copies = loaded.into_iter().map(|(_, l)| l.model).collect();
+        self.ready(model, copies, info);
     }
 
     /// The score cache, opened on first use; a warning says why when it cannot be.
@@ -501,15 +606,29 @@ impl Worker {
             return;
         };
         let start = Instant::now();
-        let settings = RankSettings::for_model(model);
+        let models: Vec<&Reranker> = std::iter::once(model).chain(&self.copies).collect();
+        // Every copy judges batches of the same size (the smallest that fits them all), so
+        // that the scores are those of one GPU to the bit.
+        let settings = models
+            .iter()
+            .map(|m| RankSettings::for_model(m))
+            .min_by_key(|s| s.max_batch)
+            .expect("at least one model");
         let cache = self
             .cache
             .as_ref()
             .and_then(Option::as_ref)
             .filter(|_| job.use_cache);
-        let result = run_ranking(model, &job.request, settings, cache, &job.cancel, |event| {
-            reply.send(RankReply::Progress(event));
-        });
+        let result = run_ranking_on(
+            &models,
+            &job.request,
+            settings,
+            cache,
+            &job.cancel,
+            |event| {
+                reply.send(RankReply::Progress(event));
+            },
+        );
         let last = match result {
             Ok(outcome) => RankReply::Finished {
                 outcome: if self.shutdown.load(Ordering::SeqCst) {
