@@ -96,6 +96,19 @@ PY
   kill "$ballast"; wait "$ballast" 2>/dev/null
 fi
 
+if has peaks; then
+  # What batches take with the whole GPU free: the pool's high-water mark by batch size,
+  # and over a longer run (the visual tokens kept for later queries fill their share).
+  KEYS="'photos','batch','notices','photos_per_s','pool_mib_after_load','pool_mib_used_peak','pool_mib_reserved_peak','measured_mib_per_photo'"
+  export CUDA_CACHE_PATH=/tmp/jit-cache-peaks
+  for run in "8 4" "8 8" "16 16" "64 4"; do
+    set -- $run
+    step "peaks: $1 photos of 1280x1024, batch $2"
+    timeout 200 "$BIN" bench --model "$R7B" --photos "$1" --batch "$2" --size 1280x1024 --json "$OUT/peaks_$1_$2.json" > /dev/null
+    python3 -c "import json; r=json.load(open('$OUT/peaks_$1_$2.json')); print(json.dumps({k: r.get(k) for k in [$KEYS]}))"
+  done
+fi
+
 if has fidelity; then
   step "fidelity: candle bf16, transformers bf16 and f32 on $(ls /tmp/mixed | wc -l) photos of mixed sizes"
   timeout 300 "$BIN" rank --model "$R7B" --no-cache --query "$QUERY" --json /tmp/mixed > "$OUT/fid_candle_bf16.jsonl" 2> /tmp/fid.err

@@ -555,20 +555,25 @@ impl Reranker {
         let measured = self
             .measured_photo_bytes
             .load(std::sync::atomic::Ordering::Relaxed);
-        let per_photo = if measured > 0 {
-            // Measured on the H200 with 22 GiB (docs/PERFORMANCE.md): the warm-up photo
-            // took 225 MiB; in batches of B a photo took about 290 MiB in use and 450 MiB
-            // of the pool's reserve (its blocks are rounded up and not all reusable).
-            measured * 5 / 2
+        let (per_photo, slack) = if measured > 0 {
+            // Measured on the H200 (docs/PERFORMANCE.md, "A 24 GB card"): the warm-up photo
+            // at 1280 tokens took 225 MiB; in a long ranking a photo of a batch held up to
+            // about 680 MiB at the peak (the next batch is prepared while the last one's
+            // memory is still being handed back), and the pool reserves about 1.5 GiB
+            // beyond what is in use (its blocks are rounded up).
+            (measured * 3, 3 << 29)
         } else {
-            self.bytes_per_photo(self.preprocess.max_pixels)
+            (self.bytes_per_photo(self.preprocess.max_pixels), 0)
         };
         // The visual tokens kept for later queries will grow into their share of it.
         let growth = {
             let c = self.visual_cache();
             c.limit().saturating_sub(c.bytes())
         };
-        let room = free.saturating_sub(RESERVE).saturating_sub(growth);
+        let room = free
+            .saturating_sub(RESERVE)
+            .saturating_sub(growth)
+            .saturating_sub(slack);
         (room / per_photo.max(1)).clamp(1, MAX_BATCH as u64) as usize
     }
 
