@@ -536,6 +536,13 @@ impl Reranker {
             .collect())
     }
 
+    /// True when photos are best sent to the device already in bf16: the model computes
+    /// in bf16 on a GPU, and half the bytes cross the bus (the values are the same as the
+    /// device's own conversion would give: both round to nearest even).
+    pub fn takes_bf16_pixels(&self) -> bool {
+        self.device.is_gpu() && self.device.dtype == candle_core::DType::BF16
+    }
+
     /// Waits for the device to finish queued work (for honest timings).
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.device.device.synchronize()?)

@@ -206,7 +206,12 @@ pub fn load_photo(
     cfg: &PreprocessConfig,
 ) -> Result<PhotoInput, String> {
     let photo = decode_photo(path).map_err(|e| e.to_string())?;
-    preprocess(&photo.image, &model.config.vision, cfg).map_err(|e| e.to_string())
+    let mut input =
+        preprocess(&photo.image, &model.config.vision, cfg).map_err(|e| e.to_string())?;
+    if model.takes_bf16_pixels() {
+        input.pack_bf16();
+    }
+    Ok(input)
 }
 
 /// A photo on its way from the decode threads to the model.

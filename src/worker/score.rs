@@ -25,6 +25,8 @@ use crate::model::{
 pub struct PhotoPreparer {
     pub vision: VisionConfig,
     pub preprocess: PreprocessConfig,
+    /// Pack the pixels to bf16 for the device (see [`Reranker::takes_bf16_pixels`]).
+    pub bf16: bool,
 }
 
 impl PhotoPreparer {
@@ -33,13 +35,18 @@ impl PhotoPreparer {
         PhotoPreparer {
             vision: model.config.vision.clone(),
             preprocess: model.preprocess.clone(),
+            bf16: model.takes_bf16_pixels(),
         }
     }
 
     /// Resizes and normalizes a decoded image for the judge.
     pub fn prepare(&self, image: &Rgb8) -> Result<PhotoInput, String> {
-        crate::model::preprocess::preprocess(image, &self.vision, &self.preprocess)
-            .map_err(|e| e.to_string())
+        let mut input = crate::model::preprocess::preprocess(image, &self.vision, &self.preprocess)
+            .map_err(|e| e.to_string())?;
+        if self.bf16 {
+            input.pack_bf16();
+        }
+        Ok(input)
     }
 }
 
