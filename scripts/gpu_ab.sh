@@ -32,4 +32,15 @@ for side in before after; do
     python3 -c "import json; r=json.load(open('$OUT/ab_${side}_b$b.json')); print(json.dumps({k: r.get(k) for k in ['photos','batch','visual_tokens','photos_per_s','ms_per_photo','first_score_ms']}))"
   done
 done
+step "the same scores? both builds rank the same 32 photos"
+mkdir -p /tmp/ab-photos && python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/ab-photos'), 32, 1024, 768)"
+for side in before after; do
+  timeout 300 "/tmp/lychee-$side" rank --model "$R7B" --no-cache --batch 8 --query "a red umbrella on a sunny beach" --json /tmp/ab-photos > "$OUT/ab_rank_$side.jsonl" 2> /dev/null
+done
+python3 - "$OUT/ab_rank_before.jsonl" "$OUT/ab_rank_after.jsonl" <<'PY'
+import json, sys
+a, b = [{(l := json.loads(s))["path"]: l["score"] for s in open(f) if '"score"' in s} for f in sys.argv[1:]]
+print(json.dumps({"photos": len(a), "identical": sum(a[p] == b.get(p) for p in a),
+                  "max_abs_diff": max(abs(a[p] - b[p]) for p in a if p in b)}))
+PY
 step done
