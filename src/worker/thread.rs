@@ -468,6 +468,7 @@ impl Worker {
         match load_reranker(&source, device) {
             Ok(loaded) => {
                 let model = loaded.model;
+                let note = note.or_else(|| first_start_note(loaded.warm_up));
                 let info = ModelInfo {
                     name,
                     folder: loaded.folder,
@@ -542,6 +543,11 @@ impl Worker {
             .chain(loaded.iter().map(|(_, l)| &l.model))
             .filter_map(|m| m.device.memory().map(|(free, total)| (total - free) >> 20))
             .sum();
+        let slowest = loaded
+            .iter()
+            .map(|(_, l)| l.warm_up)
+            .fold(first.warm_up, Duration::max);
+        left_out.extend(first_start_note(slowest));
         let model = first.model;
         let info = ModelInfo {
             name,
@@ -651,6 +657,17 @@ impl Worker {
     }
 }
 
+/// What to say when loading the GPU's kernels took long: the driver compiled them for
+/// this GPU, once (it keeps them in its cache for the next starts).
+fn first_start_note(warm_up: Duration) -> Option<String> {
+    (warm_up > Duration::from_secs(5)).then(|| {
+        format!(
+            "The first start on this GPU prepared its kernels ({:.0} s); the next starts skip this.",
+            warm_up.as_secs_f64()
+        )
+    })
+}
+
 /// The inference thread's end of a job's reply channel.
 struct JobReply<'a> {
     reply: &'a Sender<RankReply>,
@@ -687,4 +704,19 @@ pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown cause".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_kernel_load_is_explained_once() {
+        assert_eq!(first_start_note(Duration::from_millis(200)), None);
+        let note = first_start_note(Duration::from_secs_f64(17.5)).expect("a note");
+        assert!(
+            note.contains("18 s") && note.contains("next starts"),
+            "{note}"
+        );
+    }
 }
