@@ -451,19 +451,7 @@ impl Worker {
             },
             None => ComputeDevice::select(preference),
         };
-        // Known from the files alone: questions asked before are answered from the score
-        // cache while the weights load.
-        let key = crate::hub::resolve_local(&source)
-            .ok()
-            .and_then(|dir| Reranker::identity_of(&dir).ok())
-            .map(|(identity, preprocess)| ModelKey {
-                identity,
-                preprocess,
-                dtype: device.dtype_name(),
-            });
-        if let Ok(mut slot) = self.model_key.lock() {
-            *slot = key;
-        }
+        self.know_model(&source, device.dtype_name());
         self.emit(Event::ModelLoading { name: name.clone() });
         match load_reranker(&source, device) {
             Ok(loaded) => {
@@ -492,6 +480,23 @@ impl Worker {
         }
     }
 
+    /// Records what the score cache needs to know of the model in `source`, computing in
+    /// `dtype`: known from its files alone, so that questions asked before are answered
+    /// from the cache while the weights load.
+    fn know_model(&self, source: &ModelSource, dtype: &'static str) {
+        let key = crate::hub::resolve_local(source)
+            .ok()
+            .and_then(|dir| Reranker::identity_of(&dir).ok())
+            .map(|(identity, preprocess)| ModelKey {
+                identity,
+                preprocess,
+                dtype,
+            });
+        if let Ok(mut slot) = self.model_key.lock() {
+            *slot = key;
+        }
+    }
+
     /// `model` (and its `copies` on further GPUs) is ready: the scheduler and the window
     /// are told.
     fn ready(&mut self, model: Reranker, copies: Vec<Reranker>, info: ModelInfo) {
@@ -507,17 +512,7 @@ impl Worker {
     /// One copy of the model per GPU of `ordinals`, loaded side by side; a GPU that cannot
     /// take it is left out with a note, and only when none can is the load a failure.
     fn load_copies(&mut self, source: ModelSource, ordinals: &[usize], name: String) {
-        let key = crate::hub::resolve_local(&source)
-            .ok()
-            .and_then(|dir| Reranker::identity_of(&dir).ok())
-            .map(|(identity, preprocess)| ModelKey {
-                identity,
-                preprocess,
-                dtype: "bf16",
-            });
-        if let Ok(mut slot) = self.model_key.lock() {
-            *slot = key;
-        }
+        self.know_model(&source, "bf16");
         self.emit(Event::ModelLoading { name: name.clone() });
         let start = Instant::now();
         let mut loaded = Vec::new();
