@@ -301,26 +301,11 @@ fn thread_rank(
 
 #[test]
 fn the_window_can_turn_the_cache_off() {
-    use lychee_rerank::hub::ModelSource;
-    use lychee_rerank::model::device::DevicePreference;
-    use lychee_rerank::worker::{Command, Event, InferenceThread};
+    use lychee_rerank::worker::InferenceThread;
     let cache_dir = tempfile::tempdir().unwrap();
     let db = cache_dir.path().join("scores.sqlite3");
     let mut worker = InferenceThread::spawn(|| {}, Some(db.clone())).unwrap();
-    assert!(worker.send(Command::LoadModel {
-        gpus: None,
-        source: ModelSource::Folder(common::model_dir()),
-        device: DevicePreference::Cpu,
-        name: None,
-    }));
-    loop {
-        match worker.recv_timeout(std::time::Duration::from_secs(60)) {
-            Some(Event::ModelReady(_)) => break,
-            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
-            Some(_) => {}
-            None => panic!("the model did not load"),
-        }
-    }
+    common::load_tiny(&mut worker);
     let photos = vec![
         common::photo_dir().join("beach_landscape.jpg"),
         common::photo_dir().join("portrait.png"),
@@ -356,26 +341,11 @@ fn replies_of(handle: &lychee_rerank::worker::RankHandle) -> Vec<lychee_rerank::
 
 #[test]
 fn a_question_asked_before_is_answered_while_the_model_is_busy() {
-    use lychee_rerank::hub::ModelSource;
-    use lychee_rerank::model::device::DevicePreference;
-    use lychee_rerank::worker::{Command, Event, InferenceThread, RankEvent, RankReply};
+    use lychee_rerank::worker::{InferenceThread, RankEvent, RankReply};
     let cache_dir = tempfile::tempdir().unwrap();
     let db = cache_dir.path().join("scores.sqlite3");
     let mut worker = InferenceThread::spawn(|| {}, Some(db)).unwrap();
-    assert!(worker.send(Command::LoadModel {
-        gpus: None,
-        source: ModelSource::Folder(common::model_dir()),
-        device: DevicePreference::Cpu,
-        name: None,
-    }));
-    loop {
-        match worker.recv_timeout(std::time::Duration::from_secs(60)) {
-            Some(Event::ModelReady(_)) => break,
-            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
-            Some(_) => {}
-            None => panic!("the model did not load"),
-        }
-    }
+    common::load_tiny(&mut worker);
     let mut photos: Vec<_> = common::reference()
         .photos
         .values()

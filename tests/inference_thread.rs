@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lychee_rerank::hub::ModelSource;
-use lychee_rerank::model::device::DevicePreference;
 use lychee_rerank::worker::{
-    Command, Event, InferenceThread, RankEvent, RankHandle, RankOutcome, RankReply, RankRequest,
+    Event, InferenceThread, RankEvent, RankHandle, RankOutcome, RankReply, RankRequest,
 };
 
 fn photos(copies: usize) -> Vec<PathBuf> {
@@ -35,20 +33,7 @@ fn rank(worker: &mut InferenceThread, photos: Vec<PathBuf>) -> RankHandle {
 }
 
 fn load(worker: &mut InferenceThread) {
-    assert!(worker.send(Command::LoadModel {
-        gpus: None,
-        source: ModelSource::Folder(common::model_dir()),
-        device: DevicePreference::Cpu,
-        name: None,
-    }));
-    loop {
-        match worker.recv_timeout(Duration::from_secs(60)) {
-            Some(Event::ModelReady(_)) => return,
-            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
-            Some(_) => {}
-            None => panic!("the model did not load"),
-        }
-    }
+    common::load_tiny(worker);
 }
 
 /// Names of this process's threads that belong to the ranking engine.

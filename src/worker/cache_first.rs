@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use super::job::{Command, RankJob, RankReply};
 use super::rank::{RankEvent, RankOutcome, all_cached};
-use super::thread::{Command, RankJob, RankReply};
 use crate::cache::scores::ScoreCache;
 use crate::model::preprocess::PreprocessConfig;
 

@@ -3,6 +3,7 @@
 pub mod cache_first;
 pub mod devices;
 pub mod index_thread;
+pub mod job;
 pub mod load;
 pub mod rank;
 pub mod score;
@@ -12,7 +13,8 @@ pub use devices::run_ranking_on;
 pub use index_thread::{
     EmbedderInfo, IndexCommand, IndexThread, IndexThreadEvent, SearchJob, SearchReply,
 };
+pub use job::{Command, RankHandle, RankJob, RankReply};
 pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 pub use score::{BatchLimits, Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
-pub use thread::{Command, Event, InferenceThread, ModelInfo, RankHandle, RankJob, RankReply};
+pub use thread::{Event, InferenceThread, ModelInfo};

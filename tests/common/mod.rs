@@ -119,3 +119,24 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
+
+/// Loads the tiny model into `worker` on the CPU and waits until it is ready.
+pub fn load_tiny(worker: &mut lychee_rerank::worker::InferenceThread) {
+    use lychee_rerank::hub::ModelSource;
+    use lychee_rerank::model::device::DevicePreference;
+    use lychee_rerank::worker::{Command, Event};
+    assert!(worker.send(Command::LoadModel {
+        gpus: None,
+        source: ModelSource::Folder(model_dir()),
+        device: DevicePreference::Cpu,
+        name: None,
+    }));
+    loop {
+        match worker.recv_timeout(std::time::Duration::from_secs(60)) {
+            Some(Event::ModelReady(_)) => return,
+            Some(Event::ModelFailed { reason, .. }) => panic!("{reason}"),
+            Some(_) => {}
+            None => panic!("the model did not load"),
+        }
+    }
+}
