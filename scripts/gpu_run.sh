@@ -26,6 +26,7 @@ PHOTOS=${PHOTOS:-64}
 R7B=/tmp/rand7b
 P7B=/tmp/photos7b
 step() { echo; echo "=== $* ($(date +%T))"; }
+. scripts/ballast.sh
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step machine
@@ -125,19 +126,7 @@ if has oom; then
   # at 1280 visual tokens must shrink, and 16 384-token photos must be lowered.
   ROOM_MIB=${ROOM_MIB:-18432}
   step "out of memory: all but $ROOM_MIB MiB of the GPU held by another process"
-  rm -f /tmp/ballast.ready
-  ROOM_MIB=$ROOM_MIB python3 - <<'PY' &
-import os, time, torch
-free, total = torch.cuda.mem_get_info()
-room = int(os.environ["ROOM_MIB"]) << 20
-ballast = torch.empty(max(free - room, 0), dtype=torch.uint8, device="cuda")
-left, _ = torch.cuda.mem_get_info()
-print(f"ballast: holding {ballast.numel() >> 20} MiB; {left >> 20} MiB left free", flush=True)
-open("/tmp/ballast.ready", "w").close()
-time.sleep(3600)
-PY
-  ballast=$!
-  for _ in $(seq 1 120); do [ -f /tmp/ballast.ready ] && break; sleep 0.5; done
+  hold_all_but "$ROOM_MIB"
   timeout 300 "$BIN" bench --photos 24 --batch 16 --size 1280x1024 --json "$OUT/oom_batches.json"
   timeout 300 "$BIN" bench --photos 4 --batch 2 --size 4096x3072 --max-pixels 12845056 --json "$OUT/oom_resolution.json"
   kill "$ballast"; wait "$ballast" 2>/dev/null

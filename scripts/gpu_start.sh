@@ -17,6 +17,7 @@ BIN=/tmp/lychee-rerank
 STEPS=${*:-start budget fidelity}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "=== $* ($(date +%T))"; }
+. scripts/ballast.sh
 R7B=/tmp/rand7b
 QUERY="a red umbrella on a sunny beach"
 
@@ -70,19 +71,7 @@ fi
 if has budget; then
   ROOM_MIB=${ROOM_MIB:-22528}
   step "a 24 GB card: all of the GPU but $ROOM_MIB MiB held by another process"
-  rm -f /tmp/ballast.ready
-  ROOM_MIB=$ROOM_MIB python3 - <<'PY' &
-import os, time, torch
-free, total = torch.cuda.mem_get_info()
-room = int(os.environ["ROOM_MIB"]) << 20
-ballast = torch.empty(max(free - room, 0), dtype=torch.uint8, device="cuda")
-left, _ = torch.cuda.mem_get_info()
-print(f"ballast: holding {ballast.numel() >> 20} MiB; {left >> 20} MiB left free", flush=True)
-open("/tmp/ballast.ready", "w").close()
-time.sleep(3600)
-PY
-  ballast=$!
-  for _ in $(seq 1 120); do [ -f /tmp/ballast.ready ] && break; sleep 0.5; done
+  hold_all_but "$ROOM_MIB"
   KEYS="'photos','failed','visual_tokens','batch','notices','lowered_resolution','photos_per_s','gpu_mib_after_load','pool_mib_after_load','pool_mib_used_peak','pool_mib_reserved_peak','measured_mib_per_photo','estimated_mib_per_photo','load_s','warmup_s'"
   export CUDA_CACHE_PATH=/tmp/jit-cache-budget
   # what batches of 1, 2 and 4 really take (the memory pool's high-water mark)
