@@ -1,7 +1,8 @@
 // Attention without materialized scores (FlashAttention-2's scheme) for bf16 q, k, v with
-// tensor cores (mma.sync m16n8k16, f32 accumulation). One block of 4 warps per (64 query
-// rows, head, batch); each warp owns 16 query rows and walks the keys 64 at a time with an
-// online softmax in f32 (exp2 of scores pre-multiplied by scale * log2(e)). The probabilities
+// tensor cores (mma.sync m16n8k16, f32 accumulation). One block of W warps per (16 W query
+// rows, head, batch); each warp owns 16 query rows and walks the keys BN at a time with an
+// online softmax in f32 (exp2 of scores pre-multiplied by scale * log2(e)). The block's warps
+// share each key tile, so more warps per block read the keys fewer times from L2. The probabilities
 // are rounded to bf16 for the product with v, as fused attention in PyTorch does.
 //
 // Element (b, h, i, d) of q is q[b * q_sb + h * q_sh + i * q_si + d] (q_strides), likewise for out; key
@@ -76,7 +77,7 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <int D> __device__ void flash_attention(const FlashParams &p) {
+template <int D, int W, int BN> __device__ void flash_attention(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
     const uint32_t *lo_rows = p.lo, *hi_rows = p.hi;
@@ -87,13 +88,17 @@ template <int D> __device__ void flash_attention(const FlashParams &p) {
     const uint32_t k_sb = p.k_strides.batch, k_sh = p.k_strides.head, k_si = p.k_strides.row;
     const uint32_t p_sh = p.past_head, p_si = p.past_row;
     const uint32_t o_sb = p.o_strides.batch, o_sh = p.o_strides.head, o_si = p.o_strides.row;
-    // Key tiles of 64 rows, 32 for the widest heads, so that two stages of k and v stay
-    // within 48 KiB of shared memory: the next tile is copied in while this one is used.
-    constexpr int BM = 64, BN = D > 80 ? 32 : 64, KS = D + 8, CH = D / 8;
+    // Two stages of BN key rows for k and for v (dynamic shared memory, 4 BN (D + 8) values:
+    // flash_smem_bytes in src/model/cuda/flash_attention.rs): the next tile is copied in while
+    // this one is used.
+    constexpr int BM = 16 * W, KS = D + 8, CH = D / 8;
+    // The q tile goes through the same memory first (4 BN rows).
+    static_assert(BM <= 4 * BN, "the q tile must fit the key and value stages");
     // Rows padded to D + 8 values so that the eight rows an ldmatrix reads fall in
-    // different banks. The q tile goes through ks first (2 * BN >= BM rows).
-    __shared__ __align__(16) __nv_bfloat16 ks[2 * BN * KS];
-    __shared__ __align__(16) __nv_bfloat16 vs[2 * BN * KS];
+    // different banks.
+    extern __shared__ __align__(16) unsigned char smem[];
+    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(smem);
+    __nv_bfloat16 *vs = ks + 2 * BN * KS;
     __shared__ uint32_t range[2];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
     // Causal blocks of later queries see more keys: they start first, so that the short
@@ -176,6 +181,13 @@ template <int D> __device__ void flash_attention(const FlashParams &p) {
         cp_async_wait<1>();
         __syncthreads();
         const __nv_bfloat16 *kt = ks + st * BN * KS, *vt = vs + st * BN * KS;
+        // A tile outside the ranges of all of this warp's rows adds nothing (its
+        // probabilities are zeros), so the warp skips it: the first rows of a causal block,
+        // the rows of a block that spans two photos or windows.
+        if (__all_sync(0xffffffff, (kb + BN <= lo[0] || kb >= hi[0]) && (kb + BN <= lo[1] || kb >= hi[1]))) {
+            __syncthreads();
+            continue;
+        }
 
         // s = q k^T for this warp's 16 rows and the tile's keys, two key groups of 8 per
         // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
@@ -270,12 +282,21 @@ template <int D> __device__ void flash_attention(const FlashParams &p) {
 }
 
 
-#define FLASH(D)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(128) flash_attention_d##D(const FlashParams p) { \
-        flash_attention<D>(p);                                                                   \
+// One kernel per head size and tiling: flash_attention_d{D}_w{W}_n{BN}, W warps (16 W
+// query rows) per block and key tiles of BN rows, at least MINB blocks resident on a
+// multiprocessor (which caps the registers). src/model/cuda/flash_attention.rs picks.
+#define FLASH(D, W, BN, MINB)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
+        flash_attention_d##D##_w##W##_n##BN(const FlashParams p) {                                  \
+        flash_attention<D, W, BN>(p);                                                               \
     }
 
-FLASH(16)
-FLASH(64)
-FLASH(80)
-FLASH(128)
+FLASH(16, 4, 64, 1)
+FLASH(64, 4, 64, 1)
+FLASH(80, 4, 64, 4)
+FLASH(80, 8, 64, 2)
+FLASH(128, 4, 32, 3)
+// Measured and not compiled (docs/PERFORMANCE.md, "Flash tilings"): for heads of 128, 4 x 64
+// (2 blocks resident), 8 x 32 (2 blocks, 72 bytes spilled) and 8 x 64 were 4-11 % slower
+// than 4 x 32 at a batch of eight; each kernel compiled costs time when the driver compiles
+// the PTX at the first start. FLASH(128, W, BN, MINB) builds them again.

@@ -61,6 +61,60 @@ __device__ void qkv_epilogue(const T *x, const T *bias, const float *cos, const 
     }
 }
 
+// qkv_epilogue for bf16, eight dimensions (16 bytes) of each half per thread: dim / 2 a
+// multiple of 8, every pointer 16-byte aligned (the callers check). Same arithmetic.
+extern "C" __global__ void qkv_epilogue_v8(const __nv_bfloat16 *x, const __nv_bfloat16 *bias, const float *cos,
+                                           const float *sin, __nv_bfloat16 *q, __nv_bfloat16 *k, __nv_bfloat16 *v,
+                                           uint32_t rows, uint32_t q_heads, uint32_t kv_heads, uint32_t dim,
+                                           uint32_t seq) {
+    const uint32_t half = dim / 2, per_head = half / 8;
+    const uint32_t heads = q_heads + 2 * kv_heads;
+    const uint32_t width = heads * dim;
+    const uint32_t n = rows * heads * per_head;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const uint32_t d = (i % per_head) * 8;
+        const uint32_t rh = i / per_head;
+        const uint32_t h = rh % heads;
+        const uint32_t r = rh / heads;
+        const uint32_t col = h * dim + d;
+        float a[8], b[8], ba[8], bb[8];
+        load8(x + (size_t)r * width + col, a);
+        load8(x + (size_t)r * width + col + half, b);
+        load8(bias + col, ba);
+        load8(bias + col + half, bb);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            a[j] += ba[j];
+            b[j] += bb[j];
+        }
+        __nv_bfloat16 *dst;
+        uint32_t hh, nh;
+        if (h < q_heads) {
+            dst = q; hh = h; nh = q_heads;
+        } else if (h < q_heads + kv_heads) {
+            dst = k; hh = h - q_heads; nh = kv_heads;
+        } else {
+            dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
+        }
+        if (h < q_heads + kv_heads) {
+            const float4 *cp = reinterpret_cast<const float4 *>(cos + (size_t)r * half + d);
+            const float4 *sp = reinterpret_cast<const float4 *>(sin + (size_t)r * half + d);
+            const float4 c0 = cp[0], c1 = cp[1], s0 = sp[0], s1 = sp[1];
+            const float c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+            const float sn[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const float ra = a[j] * c[j] - b[j] * sn[j], rb = b[j] * c[j] + a[j] * sn[j];
+                a[j] = ra;
+                b[j] = rb;
+            }
+        }
+        const size_t base = seq > 0 ? ((size_t)((r / seq) * nh + hh) * seq + r % seq) * dim : ((size_t)r * nh + hh) * dim;
+        store8(dst + base + d, a);
+        store8(dst + base + d + half, b);
+    }
+}
+
 #define INSTANTIATE(T, SUFFIX)                                                                               \
     extern "C" __global__ void rope_rows_##SUFFIX(const T *x, const float *c, const float *s, T *o,          \
                                                   uint32_t rows, uint32_t heads, uint32_t dim) {             \

@@ -170,8 +170,27 @@ impl GatedMlp {
     }
 }
 
-/// RMSNorm is candle's, which computes what transformers' `Qwen2RMSNorm` does: the mean of
-/// the squares in f32, then the scale (in f32 on the GPU; for bf16 on the CPU candle rounds
-/// the scale to bf16 first, but the CPU runs f32). It multiplies by the weight before the
-/// final cast where transformers casts first: one bf16 rounding apart.
-pub use candle_nn::{RmsNorm, rms_norm};
+/// RMSNorm as transformers' `Qwen2RMSNorm` computes it: the mean of the squares in f32,
+/// then the scale (in f32 on the GPU; for bf16 on the CPU candle rounds the scale to bf16
+/// first, but the CPU runs f32). It multiplies by the weight before the final cast where
+/// transformers casts first: one bf16 rounding apart, and closer to the f32 result.
+/// [`ops::rms_norm`] decides the kernel.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+/// The RMSNorm of `size` values whose weight is `weight` under `vb`.
+pub fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+    Ok(RmsNorm {
+        weight: vb.get(size, "weight")?,
+        eps,
+    })
+}

@@ -229,7 +229,7 @@ pub fn bias_swiglu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// residual + x (+ bias over the last dimension).
 pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
     let Some(bias) = bias else {
-        return Ok((residual + x)?);
+        return residual_add(x, residual);
     };
     #[cfg(feature = "cuda")]
     if fusable(x)
@@ -240,4 +240,40 @@ pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Re
         return Ok(super::cuda::bias_residual(x, bias, residual)?);
     }
     Ok((residual + x.broadcast_add(bias)?)?)
+}
+
+/// residual + x, both of the same shape.
+pub fn residual_add(x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fusable(x)
+        && x.dtype() == DType::BF16
+        && residual.is_contiguous()
+        && residual.shape() == x.shape()
+        && x.dim(candle_core::D::Minus1)?.is_multiple_of(8)
+    {
+        return Ok(super::cuda::residual_add(x, residual)?);
+    }
+    Ok((residual + x)?)
+}
+
+/// RMSNorm over the last dimension with weight `w`: x * rsqrt(mean(x^2) + eps) * w, the
+/// mean in f32 (transformers' `Qwen2RMSNorm`). candle's kernel elsewhere; on CUDA, bf16
+/// rows of a multiple of 8 values go through the one-warp-per-row kernel, which computes
+/// the same in f32 (the sum of squares in another order).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    {
+        let cols = x.dim(candle_core::D::Minus1)?;
+        if fusable(x)
+            && x.dtype() == DType::BF16
+            && w.dtype() == DType::BF16
+            && w.is_contiguous()
+            && cols.is_multiple_of(8)
+            && cols <= super::cuda::RMS_NORM_MAX_COLS
+        {
+            return Ok(super::cuda::rms_norm(x, w, eps as f32)?);
+        }
+    }
+    // candle's operation reads contiguous rows.
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
 }

@@ -200,7 +200,145 @@ pub fn bench_ops(
     }
     #[cfg(feature = "cuda")]
     if dtype == DType::BF16 {
+        passes(device, &mut report)?;
         flash::run(device, &mut report)?;
+    }
+    Ok(())
+}
+
+/// The one-pass kernels at a batch of eight photos' shapes (8 x 3 996 rows in the vision
+/// tower, 8 x 1 006 in the language model), bf16: their rate counting each value read once
+/// and written once, against candle's operation where it has one, and their largest
+/// difference from the plain candle computation (which must stay within bf16 rounding).
+#[cfg(feature = "cuda")]
+fn passes(device: &Device, report: &mut dyn FnMut(OpTiming)) -> candle_core::Result<()> {
+    use super::cuda;
+    let randn = |shape: &[usize], std: f32| -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, std, shape, device)?.to_dtype(DType::BF16)
+    };
+    // |a - b| / (1 + |b|): outputs reach tens, where a bf16 rounding is 0.06.
+    let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+        let b = b.to_dtype(DType::F32)?;
+        ((a.to_dtype(DType::F32)? - &b)?.abs()? / (b.abs()? + 1.0)?)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    };
+    // A few bf16 roundings (2^-8 each, relative).
+    let check = |name: &str, d: f32| -> candle_core::Result<()> {
+        if d.is_nan() || d > 0.03 {
+            candle_core::bail!("{name} differs from candle's result by {d}");
+        }
+        Ok(())
+    };
+    let mut line = |name: String, us: f64, bytes: usize, old: Option<f64>, d: f32| {
+        let old = old.map_or(String::new(), |o| format!("  candle {o:>8.1} us"));
+        let detail = format!(
+            "{:.0} GB/s{old}  max |diff| {d:.4}",
+            bytes as f64 / us / 1e3
+        );
+        report(OpTiming::new(name, us, detail));
+    };
+    for (rows, cols) in [(8 * 3996, 1280usize), (8 * 1006, 3584)] {
+        let x = randn(&[rows, cols], 1.0)?;
+        let w = (randn(&[cols], 0.1)? + 1.0)?;
+        let ours = cuda::rms_norm(&x, &w, 1e-6)?;
+        let theirs = candle_nn::ops::rms_norm(&x, &w, 1e-6)?;
+        let d = diff(&ours, &theirs)?;
+        check("rms_norm", d)?;
+        let us = time(device, 20, || cuda::rms_norm(&x, &w, 1e-6))?;
+        let old = time(device, 20, || candle_nn::ops::rms_norm(&x, &w, 1e-6))?;
+        line(
+            format!("rms_norm {rows}x{cols}"),
+            us,
+            4 * rows * cols,
+            Some(old),
+            d,
+        );
+        let r = randn(&[rows, cols], 1.0)?;
+        let ours = cuda::residual_add(&x, &r)?;
+        let d = diff(&ours, &(&r + &x)?)?;
+        check("residual_add", d)?;
+        let us = time(device, 20, || cuda::residual_add(&x, &r))?;
+        let old = time(device, 20, || &r + &x)?;
+        line(
+            format!("residual add {rows}x{cols}"),
+            us,
+            6 * rows * cols,
+            Some(old),
+            d,
+        );
+        let b = randn(&[cols], 0.1)?;
+        let ours = cuda::bias_residual(&x, &b, &r)?;
+        let d = diff(&ours, &(&r + x.broadcast_add(&b)?)?)?;
+        check("bias_residual", d)?;
+        let us = time(device, 20, || cuda::bias_residual(&x, &b, &r))?;
+        line(
+            format!("bias + residual {rows}x{cols}"),
+            us,
+            6 * rows * cols,
+            None,
+            d,
+        );
+    }
+    for (rows, n) in [(8 * 3996, 3424usize), (8 * 1006, 18944)] {
+        let x = randn(&[rows, 2 * n], 1.0)?;
+        let b = randn(&[2 * n], 0.1)?;
+        let ours = cuda::bias_swiglu(&x, &b)?;
+        let y = x.broadcast_add(&b)?;
+        let d = diff(&ours, &(y.narrow(1, 0, n)?.silu()? * y.narrow(1, n, n)?)?)?;
+        check("bias_swiglu", d)?;
+        let us = time(device, 20, || cuda::bias_swiglu(&x, &b))?;
+        line(
+            format!("bias + swiglu {rows}x{n}"),
+            us,
+            6 * rows * n,
+            None,
+            d,
+        );
+    }
+    // q, k, v epilogues: the vision tower (16 heads of 80 each) and the language model (28
+    // query and 4 key heads of 128, laid out per photo).
+    for (rows, qh, kvh, dim, seq) in [
+        (8 * 3996, 16usize, 16usize, 80usize, 0usize),
+        (8 * 1006, 28, 4, 128, 1006),
+    ] {
+        let width = (qh + 2 * kvh) * dim;
+        let x = randn(&[rows, width], 1.0)?;
+        let b = randn(&[width], 0.1)?;
+        let angle = Tensor::randn(0f32, 3.0, (rows, dim / 2), device)?;
+        let rope = (angle.cos()?, angle.sin()?);
+        let ours = cuda::qkv_epilogue(&x, &b, &rope, (qh, kvh, dim), seq)?;
+        let plain = super::ops::qkv_epilogue(
+            &x.to_dtype(DType::F32)?,
+            &b.to_dtype(DType::F32)?,
+            &rope,
+            qh,
+            kvh,
+            dim,
+            (seq > 0).then_some(seq),
+        )
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let plain = Tensor::cat(
+            &[
+                plain.0.flatten_all()?,
+                plain.1.flatten_all()?,
+                plain.2.flatten_all()?,
+            ],
+            0,
+        )?;
+        let d = diff(&ours, &plain)?;
+        check("qkv_epilogue", d)?;
+        let us = time(device, 20, || {
+            cuda::qkv_epilogue(&x, &b, &rope, (qh, kvh, dim), seq)
+        })?;
+        line(
+            format!("q/k/v epilogue {rows}x{width}"),
+            us,
+            4 * rows * width,
+            None,
+            d,
+        );
     }
     Ok(())
 }
@@ -265,15 +403,27 @@ mod flash {
                 "flash attention differs from the f32 reference by {diff} in {name}"
             );
         }
-        let detail = format!(
-            "flash ({:.0} TFLOP/s)  materialized {old_us:>8.1} us  max |diff| vs f32 {diff:.4}",
-            flops / flash_us / 1e6
-        );
+        let detail = if old_us.is_nan() {
+            format!(
+                "flash ({:.0} TFLOP/s)  max |diff| {diff:.4}",
+                flops / flash_us / 1e6
+            )
+        } else {
+            format!(
+                "flash ({:.0} TFLOP/s)  materialized {old_us:>8.1} us  max |diff| vs f32 {diff:.4}",
+                flops / flash_us / 1e6
+            )
+        };
         Ok(OpTiming::new(name, flash_us, detail))
     }
 
-    /// Rows 0..n in segments given by `bounds`: per-row key ranges and the (n, n) mask.
-    fn segments(bounds: &[u32], device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Rows 0..n in segments given by `bounds`: per-row key ranges, and the (n, n) mask
+    /// when `mask` is asked for.
+    fn segments(
+        bounds: &[u32],
+        mask: bool,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let n = *bounds.last().unwrap_or(&0) as usize;
         let (mut lo, mut hi) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for b in bounds.windows(2) {
@@ -282,126 +432,236 @@ mod flash {
                 hi.push(b[1]);
             }
         }
-        let mut allowed = vec![0u8; n * n];
-        for i in 0..n {
-            for j in lo[i]..hi[i] {
-                allowed[i * n + j as usize] = 1;
+        let allowed = if mask {
+            let mut allowed = vec![0u8; n * n];
+            for i in 0..n {
+                for j in lo[i]..hi[i] {
+                    allowed[i * n + j as usize] = 1;
+                }
             }
-        }
+            Some(Tensor::from_vec(allowed, (n, n), device)?)
+        } else {
+            None
+        };
         Ok((
             Tensor::from_vec(lo, n, device)?,
             Tensor::from_vec(hi, n, device)?,
-            Tensor::from_vec(allowed, (n, n), device)?,
+            allowed,
         ))
     }
 
-    pub fn run(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
-        let scale = 80f64.powf(-0.5);
-        // The vision tower: 16 heads of 80, 3 996 patches (a 1024x768 photo), first as one
-        // segment (the full-attention blocks), then in windows of at most 64 rows.
-        let rows = 3996;
-        let (q, k, v) = (
-            randn(&[rows, 16, 80], device)?,
-            randn(&[rows, 16, 80], device)?,
-            randn(&[rows, 16, 80], device)?,
-        );
-        let heads_first = |t: &Tensor| t.transpose(0, 1)?.contiguous();
-        let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
-        let mut windows: Vec<u32> = (0..=62u32).map(|i| i * 64).collect();
-        windows.push(rows as u32);
-        for (name, bounds) in [
-            ("vision full 16 x 3996x80", vec![0, rows as u32]),
-            ("vision windows 16 x 3996x80", windows),
-        ] {
-            let (lo, hi, allowed) = segments(&bounds, device)?;
-            let flash = || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32);
-            let out = heads_first(&flash()?)?;
-            let diff = max_diff(&out, &reference(&qh, &kh, &vh, &allowed, scale)?)?;
-            let flash_us = time(device, 20, flash)?;
-            let old_us = if bounds.len() == 2 {
-                time(device, 20, || {
-                    attention(
-                        &qh.unsqueeze(0)?,
-                        &kh.unsqueeze(0)?,
-                        &vh.unsqueeze(0)?,
-                        ScoreMask::All,
-                        scale,
-                    )
-                    .map_err(msg)
-                })?
-            } else {
-                let b = Tensor::new(bounds.as_slice(), device)?;
-                time(device, 20, || {
-                    cuda::segment_attention(&q, &k, &v, &b, 64, scale as f32)
-                })?
-            };
-            let pairs: f64 = bounds
-                .windows(2)
-                .map(|b| ((b[1] - b[0]) as f64).powi(2))
-                .sum();
-            report(timing(
-                name,
-                4.0 * pairs * 16.0 * 80.0,
-                flash_us,
-                old_us,
-                diff,
-            )?);
-        }
+    /// "8x64": warps per block and key rows per tile.
+    fn tile_name(t: cuda::Tiling) -> String {
+        format!("{}x{}", t.warps, t.keys)
+    }
 
-        // The language model: 28 query heads and 4 key heads of 128, a cached prefix of 54
-        // tokens and a photo's 1 006 tokens, causal; then only the last query.
+    pub fn run(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
+        vision(device, report)?;
+        text(device, report)
+    }
+
+    /// The vision tower: 16 heads of 80, 3 996 patches per 1024x768 photo, as one segment per
+    /// photo (the full-attention blocks) or in windows of at most 64 rows. Checked against
+    /// the f32 reference on two photos (a block can span both), timed on one and on eight,
+    /// in every compiled tiling; the materialized path is timed on one photo.
+    fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
+        let scale = 80f64.powf(-0.5);
+        let per_photo = 3996u32;
+        let heads_first = |t: &Tensor| t.transpose(0, 1)?.contiguous();
+        for windowed in [false, true] {
+            let bounds = |photos: u32| -> Vec<u32> {
+                let mut b = vec![0];
+                for p in 0..photos {
+                    let start = p * per_photo;
+                    if windowed {
+                        b.extend((1..=62u32).map(|i| start + i * 64));
+                    }
+                    b.push(start + per_photo);
+                }
+                b
+            };
+            let kind = if windowed { "windows" } else { "full" };
+            let use_ = if windowed {
+                cuda::FlashUse::Windows
+            } else {
+                cuda::FlashUse::Full
+            };
+            for photos in [2u32, 1, 8] {
+                let b = bounds(photos);
+                let rows = *b.last().unwrap_or(&0) as usize;
+                let (q, k, v) = (
+                    randn(&[rows, 16, 80], device)?,
+                    randn(&[rows, 16, 80], device)?,
+                    randn(&[rows, 16, 80], device)?,
+                );
+                let (lo, hi, allowed) = segments(&b, photos == 2, device)?;
+                let pairs: f64 = b.windows(2).map(|w| ((w[1] - w[0]) as f64).powi(2)).sum();
+                let flops = 4.0 * pairs * 16.0 * 80.0;
+                // The f32 reference on two photos; elsewhere the first tiling's output
+                // (itself checked on two photos).
+                let want = match &allowed {
+                    Some(allowed) => {
+                        let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
+                        Some(reference(&qh, &kh, &vh, allowed, scale)?)
+                    }
+                    None => None,
+                };
+                let mut first: Option<Tensor> = None;
+                for t in cuda::flash_tilings(80) {
+                    let flash =
+                        || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32, use_, Some(t));
+                    let out = heads_first(&flash()?)?;
+                    let diff = match (&want, &first) {
+                        (Some(w), _) => max_diff(&out, w)?,
+                        (None, Some(f)) => max_diff(&out, f)?,
+                        (None, None) => 0.0,
+                    };
+                    if first.is_none() {
+                        first = Some(out);
+                    }
+                    let name = format!("vision {kind} {photos} x 16 x 3996x80, {}", tile_name(t));
+                    if photos == 2 {
+                        report(timing(
+                            &name,
+                            flops,
+                            time(device, 5, flash)?,
+                            f64::NAN,
+                            diff,
+                        )?);
+                        continue;
+                    }
+                    let flash_us = time(device, 20, flash)?;
+                    report(timing(&name, flops, flash_us, f64::NAN, diff)?);
+                }
+                if photos == 1 {
+                    let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
+                    let old_us = if !windowed {
+                        time(device, 20, || {
+                            attention(
+                                &qh.unsqueeze(0)?,
+                                &kh.unsqueeze(0)?,
+                                &vh.unsqueeze(0)?,
+                                ScoreMask::All,
+                                scale,
+                            )
+                            .map_err(msg)
+                        })?
+                    } else {
+                        let bt = Tensor::new(b.as_slice(), device)?;
+                        time(device, 20, || {
+                            cuda::segment_attention(&q, &k, &v, &bt, 64, scale as f32)
+                        })?
+                    };
+                    report(OpTiming::new(
+                        format!("vision {kind} 1 x 16 x 3996x80, materialized"),
+                        old_us,
+                        String::new(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The language model: 28 query heads and 4 key heads of 128, a cached prefix of 54
+    /// tokens and a photo's 1 006 tokens, causal, at batch 1 and 8; then only the last
+    /// query. Every compiled tiling, each checked against the f32 reference.
+    fn text(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
         let scale = 128f64.powf(-0.5);
         let (past, len) = (54, 1006);
-        let q = randn(&[1, 28, len, 128], device)?;
-        let (k, v) = (
-            randn(&[1, 4, len, 128], device)?,
-            randn(&[1, 4, len, 128], device)?,
-        );
+        let total = past + len;
         let (pk, pv) = (
             randn(&[1, 4, past, 128], device)?,
             randn(&[1, 4, past, 128], device)?,
         );
-        let repeat = |p: &Tensor, t: &Tensor| -> Result<Tensor> {
-            candle_transformers::utils::repeat_kv(Tensor::cat(&[p, t], 2)?, 7)?.contiguous()
-        };
-        let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
-        let total = past + len;
-        for (name, q_off, n_q) in [
-            ("text causal 28 x 1006 (+54 cached) x128", 0, len),
-            ("text last query 28 x 1 (+1059) x128", len - 1, 1),
-        ] {
-            let mut allowed = vec![0u8; n_q * total];
-            for i in 0..n_q {
-                for j in 0..=past + q_off + i {
-                    allowed[i * total + j] = 1;
+        for batch in [1usize, 8] {
+            let q = randn(&[batch, 28, len, 128], device)?;
+            let (k, v) = (
+                randn(&[batch, 4, len, 128], device)?,
+                randn(&[batch, 4, len, 128], device)?,
+            );
+            // Every photo's keys after the shared prefix, each key head repeated for its 7
+            // query heads: (batch * 28, total, 128).
+            let repeat = |p: &Tensor, t: &Tensor| -> Result<Tensor> {
+                let p = p.broadcast_as((batch, 4, past, 128))?;
+                candle_transformers::utils::repeat_kv(Tensor::cat(&[&p, t], 2)?, 7)?
+                    .reshape((batch * 28, total, 128))?
+                    .contiguous()
+            };
+            let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+            let cases: &[(usize, usize)] = if batch == 1 {
+                &[(0, len), (len - 1, 1)]
+            } else {
+                &[(0, len)]
+            };
+            for &(q_off, n_q) in cases {
+                let mut allowed = vec![0u8; n_q * total];
+                for i in 0..n_q {
+                    for j in 0..=past + q_off + i {
+                        allowed[i * total + j] = 1;
+                    }
+                }
+                let allowed = Tensor::from_vec(allowed, (n_q, total), device)?;
+                let qs = q
+                    .narrow(2, q_off, n_q)?
+                    .reshape((batch * 28, n_q, 128))?
+                    .contiguous()?;
+                let want = reference(&qs, &ka, &va, &allowed, scale)?;
+                let pairs: f64 = (0..n_q).map(|i| (past + q_off + i + 1) as f64).sum();
+                let flops = 4.0 * pairs * 28.0 * 128.0 * batch as f64;
+                let tilings = cuda::flash_tilings(128);
+                for t in tilings {
+                    let flash = || {
+                        cuda::flash_causal(
+                            &q,
+                            &k,
+                            &v,
+                            Some((&pk, &pv)),
+                            q_off,
+                            n_q,
+                            scale as f32,
+                            Some(t),
+                        )
+                    };
+                    let out = flash()?
+                        .reshape((batch, n_q, 28, 128))?
+                        .transpose(1, 2)?
+                        .reshape((batch * 28, n_q, 128))?;
+                    let diff = max_diff(&out, &want)?;
+                    let flash_us = time(device, 20, flash)?;
+                    let name = if n_q == 1 {
+                        format!(
+                            "text last query {batch} x 28 x 1 (+1059) x128, {}",
+                            tile_name(t)
+                        )
+                    } else {
+                        format!(
+                            "text causal {batch} x 28 x 1006 (+54 cached) x128, {}",
+                            tile_name(t)
+                        )
+                    };
+                    report(timing(&name, flops, flash_us, f64::NAN, diff)?);
+                }
+                if batch == 1 {
+                    let qs1 = qs.unsqueeze(0)?;
+                    let old_us = time(device, 20, || {
+                        let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
+                        attention(
+                            &qs1,
+                            &ka.unsqueeze(0)?,
+                            &va.unsqueeze(0)?,
+                            ScoreMask::Causal,
+                            scale,
+                        )
+                        .map_err(msg)
+                    })?;
+                    report(OpTiming::new(
+                        format!("text {n_q} queries, materialized (with the repeated heads)"),
+                        old_us,
+                        String::new(),
+                    ));
                 }
             }
-            let allowed = Tensor::from_vec(allowed, (n_q, total), device)?;
-            let qs = q.narrow(2, q_off, n_q)?.contiguous()?;
-            let flash =
-                || cuda::flash_causal(&q, &k, &v, Some((&pk, &pv)), q_off, n_q, scale as f32);
-            let out = flash()?.reshape((1, n_q, 28, 128))?.transpose(1, 2)?;
-            let want = reference(
-                &qs.squeeze(0)?,
-                &ka.squeeze(0)?,
-                &va.squeeze(0)?,
-                &allowed,
-                scale,
-            )?;
-            let diff = max_diff(&out.squeeze(0)?, &want)?;
-            let flash_us = time(device, 20, flash)?;
-            let old_us = time(device, 20, || {
-                let (ka, va) = (repeat(&pk, &k)?, repeat(&pv, &v)?);
-                attention(&qs, &ka, &va, ScoreMask::Causal, scale).map_err(msg)
-            })?;
-            let pairs: f64 = (0..n_q).map(|i| (past + q_off + i + 1) as f64).sum();
-            report(timing(
-                name,
-                4.0 * pairs * 28.0 * 128.0,
-                flash_us,
-                old_us,
-                diff,
-            )?);
         }
         Ok(())
     }

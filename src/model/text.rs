@@ -102,6 +102,7 @@ impl Attention {
                     q_off,
                     n_q,
                     (self.head_dim as f64).powf(-0.5) as f32,
+                    None,
                 )?)
             })?;
             let out = stage("text.attn.out", dev, || self.o.forward(&out))?;
@@ -197,7 +198,7 @@ impl DecoderLayer {
         } else {
             x.clone()
         };
-        let x = (residual + attn)?;
+        let x = super::ops::residual_add(&attn, &residual)?;
         let x = stage("text.mlp", dev, || -> Result<Tensor> {
             self.mlp.forward_residual(&self.post_norm.forward(&x)?, &x)
         })?;

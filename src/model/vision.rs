@@ -3,7 +3,7 @@
 //! and the merger that turns each 2x2 block of patches into one visual token of the
 //! language model's width. Follows transformers' `Qwen2_5_VisionTransformerPretrainedModel`.
 
-use candle_core::{D, Device, Module, Tensor};
+use candle_core::{D, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::Result;
@@ -414,7 +414,13 @@ impl Segments {
             && super::cuda::flash_supported(dim, q.dtype())
             && [q, k, v].iter().all(|t| super::ops::flash_ready(t))
         {
-            let out = super::cuda::flash_rows(q, k, v, lo, hi, scale as f32)?;
+            // Windows are a few dozen rows each; a full block is one photo's patches.
+            let use_ = if self.longest <= 256 {
+                super::cuda::FlashUse::Windows
+            } else {
+                super::cuda::FlashUse::Full
+            };
+            let out = super::cuda::flash_rows(q, k, v, lo, hi, scale as f32, use_, None)?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         // Short segments (the windows) run as one fused kernel on CUDA.

@@ -3,6 +3,7 @@
 //! language model), without materializing the scores.
 
 use candle_core::cuda::WrapErr;
+use candle_core::cuda::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda::cudarc::driver::{
     DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
@@ -17,6 +18,100 @@ const FLASH_DIMS: [usize; 4] = [16, 64, 80, 128];
 /// Whether [`flash_rows`] and [`flash_causal`] run for heads of `dim` values of `dtype`.
 pub fn flash_supported(dim: usize, dtype: DType) -> bool {
     dtype == DType::BF16 && FLASH_DIMS.contains(&dim)
+}
+
+/// How one launch splits the work: `warps` warps per block, each owning 16 query rows, and
+/// key tiles of `keys` rows. More warps per block read each key tile from L2 once for more
+/// queries; longer tiles mean fewer barriers but more shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    pub warps: u32,
+    pub keys: u32,
+}
+
+/// What a launch is for, which decides its [`Tiling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashUse {
+    /// The vision tower's window blocks: segments of at most a few hundred rows.
+    Windows,
+    /// The vision tower's full blocks: one segment per photo.
+    Full,
+    /// The language model: causal over the prompt prefix and the photo's tokens.
+    Causal,
+}
+
+/// The tilings flash_attention.cu is compiled for (`FLASH(D, W, BN)` there), per head size.
+const COMPILED: [(usize, Tiling); 5] = [
+    (16, Tiling { warps: 4, keys: 64 }),
+    (64, Tiling { warps: 4, keys: 64 }),
+    (80, Tiling { warps: 4, keys: 64 }),
+    (80, Tiling { warps: 8, keys: 64 }),
+    (128, Tiling { warps: 4, keys: 32 }),
+];
+
+/// The tilings compiled for heads of `dim` values.
+pub fn flash_tilings(dim: usize) -> Vec<Tiling> {
+    COMPILED
+        .iter()
+        .filter(|(d, _)| *d == dim)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+/// The tiling for `use_` at heads of `dim`: `LYCHEE_FLASH_TILES` (for example
+/// `full=8x64,windows=4x64,causal=8x64`, for side-by-side measurements) where it names a
+/// compiled one, else the default.
+fn tiling(use_: FlashUse, dim: usize) -> Tiling {
+    static CHOSEN: std::sync::OnceLock<Vec<(FlashUse, Tiling)>> = std::sync::OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| {
+        std::env::var("LYCHEE_FLASH_TILES")
+            .map(|v| parse_tiles(&v))
+            .unwrap_or_default()
+    });
+    let compiled = flash_tilings(dim);
+    chosen
+        .iter()
+        .find(|(u, t)| *u == use_ && compiled.contains(t))
+        .map(|(_, t)| *t)
+        .unwrap_or_else(|| default_tiling(use_, dim))
+}
+
+/// The tilings measured fastest on the H200 for the model's shapes (docs/PERFORMANCE.md).
+fn default_tiling(use_: FlashUse, dim: usize) -> Tiling {
+    match (use_, dim) {
+        (FlashUse::Causal, 128) => Tiling { warps: 4, keys: 32 },
+        (FlashUse::Full, 80) => Tiling { warps: 8, keys: 64 },
+        _ => Tiling { warps: 4, keys: 64 },
+    }
+}
+
+/// `full=8x64,windows=4x64,causal=8x32`: the entries that parse.
+fn parse_tiles(text: &str) -> Vec<(FlashUse, Tiling)> {
+    text.split(',')
+        .filter_map(|entry| {
+            let (name, tile) = entry.trim().split_once('=')?;
+            let use_ = match name.trim() {
+                "full" => FlashUse::Full,
+                "windows" => FlashUse::Windows,
+                "causal" => FlashUse::Causal,
+                _ => return None,
+            };
+            let (w, n) = tile.trim().split_once('x')?;
+            Some((
+                use_,
+                Tiling {
+                    warps: w.parse().ok()?,
+                    keys: n.parse().ok()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Dynamic shared memory a block of `tiling` uses for heads of `dim`: two stages of k and v
+/// tiles, rows padded by 8 values (flash_attention.cu).
+fn smem_bytes(dim: usize, tiling: Tiling) -> u32 {
+    4 * tiling.keys * (dim as u32 + 8) * 2
 }
 
 /// Strides, in values, of a (batch, heads, rows, dim) view with contiguous rows.
@@ -97,6 +192,7 @@ fn launch(
     past: Option<(&Tensor, &Tensor)>,
     ranges: Option<(&Tensor, &Tensor)>,
     out_shape: Shape,
+    tiling: Tiling,
 ) -> Result<Tensor> {
     let dim = q.dim(candle_core::D::Minus1)?;
     if !flash_supported(dim, q.dtype()) {
@@ -121,6 +217,9 @@ fn launch(
         Some([lo, hi]) => Some([view::<u32>(lo)?, view::<u32>(hi)?]),
         None => None,
     };
+    if !flash_tilings(dim).contains(&tiling) {
+        bail!("flash attention is not compiled for {tiling:?} at heads of {dim}");
+    }
     let dev = q.device().as_cuda_device()?;
     let mut out = output::<bf16>(dev, out_shape.elem_count())?;
     let stream = dev.cuda_stream();
@@ -135,12 +234,28 @@ fn launch(
         params.hi = keep(&mut guards, hi.device_ptr(&stream));
     }
     params.out = keep(&mut guards, out.device_ptr_mut(&stream));
+    let smem = smem_bytes(dim, tiling);
     let cfg = LaunchConfig {
-        grid_dim: (params.n_q.div_ceil(64), heads as u32, batch as u32),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
+        grid_dim: (
+            params.n_q.div_ceil(16 * tiling.warps),
+            heads as u32,
+            batch as u32,
+        ),
+        block_dim: (32 * tiling.warps, 1, 1),
+        shared_mem_bytes: smem,
     };
-    let kernel = Kernel::load(dev, FLASH_ATTENTION, &format!("flash_attention_d{dim}"))?;
+    let name = format!("flash_attention_d{dim}_w{}_n{}", tiling.warps, tiling.keys);
+    let kernel = Kernel::load(dev, FLASH_ATTENTION, &name)?;
+    // More than 48 KiB of dynamic shared memory must be asked for per kernel.
+    if smem > 48 * 1024 {
+        kernel
+            .func
+            .set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .w()?;
+    }
     let mut args = kernel.args();
     args.arg(&params);
     // SAFETY: the parameters match the kernel's `FlashParams`; the callers checked the
@@ -171,7 +286,9 @@ fn params(n_q: usize, group: usize, scale: f32, [q, k, o]: [Strides; 3]) -> Flas
 }
 
 /// Attention of `q`, `k`, `v` (rows, heads, dim), bf16 and contiguous, where query i sees
-/// keys `lo[i]` .. `hi[i]` (u32, one per row, on the same GPU). Returns (rows, heads, dim).
+/// keys `lo[i]` .. `hi[i]` (u32, one per row, on the same GPU), tiled for `use_` (or as
+/// `tiling` says). Returns (rows, heads, dim).
+#[allow(clippy::too_many_arguments)]
 pub fn flash_rows(
     q: &Tensor,
     k: &Tensor,
@@ -179,6 +296,8 @@ pub fn flash_rows(
     lo: &Tensor,
     hi: &Tensor,
     scale: f32,
+    use_: FlashUse,
+    tiling_: Option<Tiling>,
 ) -> Result<Tensor> {
     let (rows, heads, dim) = q.dims3()?;
     if k.dims3()? != (rows, heads, dim) || v.dims3()? != (rows, heads, dim) {
@@ -193,6 +312,7 @@ pub fn flash_rows(
     let strides = Strides::rows_major(heads, rows, dim);
     let params = params(rows, 1, scale, [strides; 3]);
     let out_shape = Shape::from((rows, heads, dim));
+    let tiling_ = tiling_.unwrap_or_else(|| tiling(use_, dim));
     launch(
         params,
         (heads, 1),
@@ -200,13 +320,16 @@ pub fn flash_rows(
         None,
         Some((lo, hi)),
         out_shape,
+        tiling_,
     )
 }
 
 /// Causal attention of the queries `q_off` .. `q_off + n_q` of `q` (batch, heads, len, dim)
 /// over a cached prefix `past` ((1, kv_heads, past_len, dim) each, shared by the batch) and
 /// `k`, `v` (batch, kv_heads, len, dim); all bf16 and contiguous. Query i sees the prefix
-/// and keys 0 ..= q_off + i. Returns (batch, n_q, heads * dim).
+/// and keys 0 ..= q_off + i. Tiled as `tiling` says, or as fits the queries. Returns
+/// (batch, n_q, heads * dim).
+#[allow(clippy::too_many_arguments)]
 pub fn flash_causal(
     q: &Tensor,
     k: &Tensor,
@@ -215,6 +338,7 @@ pub fn flash_causal(
     q_off: usize,
     n_q: usize,
     scale: f32,
+    tiling_: Option<Tiling>,
 ) -> Result<Tensor> {
     let (batch, heads, len, dim) = q.dims4()?;
     let (kb, kv_heads, klen, kdim) = k.dims4()?;
@@ -254,5 +378,23 @@ pub fn flash_causal(
             (past_len as u32, (past_len * dim) as u32, dim as u32);
     }
     let out_shape = Shape::from((batch, n_q, heads * dim));
-    launch(params, (heads, batch), [q, k, v], past, None, out_shape)
+    // A few queries (the last one alone) fill a block of the fewest warps best.
+    let tiling_ = tiling_.unwrap_or_else(|| {
+        let chosen = tiling(FlashUse::Causal, dim);
+        let few = Tiling { warps: 4, ..chosen };
+        if n_q < 64 && flash_tilings(dim).contains(&few) {
+            few
+        } else {
+            chosen
+        }
+    });
+    launch(
+        params,
+        (heads, batch),
+        [q, k, v],
+        past,
+        None,
+        out_shape,
+        tiling_,
+    )
 }

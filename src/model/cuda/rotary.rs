@@ -37,17 +37,27 @@ pub fn qkv_epilogue(
 ) -> Result<Tensor> {
     let (dev, n) = (x.device().as_cuda_device()?, x.elem_count());
     let rows = n / ((q_heads + 2 * kv_heads) * dim);
+    // Eight dimensions per thread where each half of a head is a multiple of 8 and the
+    // tables' rows start on 16-byte boundaries.
+    let eight = super::elementwise::by_eight(&[x, bias], dim / 2)
+        && [cos, sin]
+            .iter()
+            .all(|t| t.layout().start_offset().is_multiple_of(4));
     let [xs, bs, cs, ss] = lock([x, bias, cos, sin]);
     let (cs, ss) = (view::<f32>(&cs)?, view::<f32>(&ss)?);
     with_type!(x.dtype(), T => {
         let (xs, bs, out) = (view::<T>(&xs)?, view::<T>(&bs)?, output::<T>(dev, n)?);
         let (q, rest) = out.split_at(rows * q_heads * dim);
         let (k, v) = rest.split_at(rows * kv_heads * dim);
-        let kernel = Kernel::typed::<T>(dev, ROTARY, "qkv_epilogue")?;
+        let kernel = if eight {
+            Kernel::load(dev, ROTARY, "qkv_epilogue_v8")?
+        } else {
+            Kernel::typed::<T>(dev, ROTARY, "qkv_epilogue")?
+        };
         let mut args = kernel.args();
         args.arg(&xs).arg(&bs).arg(&cs).arg(&ss).arg(&q).arg(&k).arg(&v);
         builder_arg!(args, rows as u32, q_heads as u32, kv_heads as u32, dim as u32, seq as u32);
-        unsafe { args.launch(spread(n / 2)) }.w()?;
+        unsafe { args.launch(spread(n / if eight { 16 } else { 2 })) }.w()?;
         Ok(tensor(out, dev, n))
     })
 }
