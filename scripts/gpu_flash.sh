@@ -7,7 +7,9 @@
 # where Nsight Compute reads the counters, each kernel's time in one batch of eight.
 #
 #   (device) OUT=/tmp/out BEFORE=.gpu/before.xz AFTER=.gpu/lychee-rerank.xz bash scripts/gpu_flash.sh
-#   TILES="full=8x64,..." skips the choice from `bench --ops`; STEPS="ops ab dmon profile" by default.
+#   TILES="full=8x64,..." skips the choice from `bench --ops`; STEPS="ops ab dmon profile" by default,
+#   "long" adds 256-photo rankings at LONG_BATCHES; BATCHES and BATCHES_1280 set the A/B's
+#   batch sizes; OPS_BEFORE=1 runs `bench --ops` of the build before too.
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -34,6 +36,11 @@ if has ops; then
   step "single operations, every tiling (bench --ops)"
   timeout 300 /tmp/lychee-after bench --ops > "$OUT/ops.txt"
   grep -E "vision|text" "$OUT/ops.txt"
+  if [ -n "${OPS_BEFORE:-}" ]; then
+    step "the same, the build before"
+    timeout 300 /tmp/lychee-before bench --ops > "$OUT/ops-before.txt"
+    grep -E "vision|text" "$OUT/ops-before.txt"
+  fi
   if [ -z "$TILES" ]; then
     # The fastest tiling per use at the shapes of a batch of eight.
     TILES=$(python3 - "$OUT/ops.txt" <<'PY'
@@ -64,15 +71,14 @@ if has ab; then
   step "transformers, random 7B-shaped weights (saved to $R7B)"
   rm -rf "$R7B"
   timeout 420 python3 scripts/bench_transformers.py --save-random "$R7B" --photos "$PHOTOS" \
-    --batches 1,8 --json "$OUT/transformers.json" | tail -n 3
-  for b in 1 8; do
+    --batches "$(echo ${BATCHES:-1 8} | tr ' ' ,)" --json "$OUT/transformers.json" | tail -n 3
+  for b in ${BATCHES:-1 8}; do
     bench before before 1024x768 "$b"
-    bench default after 1024x768 "$b"
-    [ -n "$TILES" ] && bench tiles after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES"
+    bench after after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES"
   done
-  for b in 4 8; do
+  for b in ${BATCHES_1280:-4 8}; do
     bench before before 1280x1024 "$b"
-    [ -n "$TILES" ] && bench tiles after 1280x1024 "$b" LYCHEE_FLASH_TILES="$TILES"
+    bench after after 1280x1024 "$b" LYCHEE_FLASH_TILES="$TILES"
   done
   step "the same scores? before and after rank the same 32 photos"
   mkdir -p /tmp/ab-photos && python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/ab-photos'), 32, 1024, 768)"
@@ -84,6 +90,13 @@ a, b = [{(l := json.loads(s))["path"]: l["score"] for s in open(f) if '"score"' 
 print(json.dumps({"photos": len(a), "identical": sum(a[p] == b.get(p) for p in a),
                   "max_abs_diff": max(abs(a[p] - b[p]) for p in a if p in b)}))
 PY
+fi
+
+if has long; then
+  # Long rankings (256 photos) at the batch sizes a large GPU chooses.
+  for b in ${LONG_BATCHES:-16}; do
+    PHOTOS=256 bench long after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES"
+  done
 fi
 
 if has dmon; then
@@ -113,5 +126,5 @@ if has profile; then
   fi
 fi
 # The device returns few files: the per-run JSON in one archive.
-(cd "$OUT" && tar -cJf runs.tar.xz b_*.json transformers.json rank_*.jsonl 2> /dev/null && rm -f b_*.json transformers.json rank_*.jsonl)
+(cd "$OUT" && tar -cJf runs.tar.xz b_*.json transformers.json rank_*.jsonl ops-before.txt 2> /dev/null && rm -f b_*.json transformers.json rank_*.jsonl ops-before.txt)
 step done
