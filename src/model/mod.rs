@@ -18,6 +18,7 @@ mod config;
 mod cuda;
 pub mod device;
 pub mod files;
+mod flash_tiles;
 mod layers;
 mod memo;
 mod ops;

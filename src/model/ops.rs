@@ -277,3 +277,69 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     // candle's operation reads contiguous rows.
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn close(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn rms_norm_is_qwen2s_and_reads_any_layout() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (24, 16), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.1, 24, &dev).unwrap();
+        // (16, 24) seen through a transpose: not contiguous.
+        let xt = x.t().unwrap();
+        assert!(!xt.is_contiguous());
+        let got = rms_norm(&xt, &w, 1e-6).unwrap();
+        // x / sqrt(mean(x^2) + eps) * w, row by row in f64.
+        let rows: Vec<Vec<f32>> = xt.contiguous().unwrap().to_vec2().unwrap();
+        let wv: Vec<f32> = w.to_vec1().unwrap();
+        let want: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| {
+                let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / r.len() as f64;
+                let s = 1.0 / (ms + 1e-6).sqrt();
+                r.iter()
+                    .zip(&wv)
+                    .map(move |(&v, &g)| (v as f64 * s * g as f64) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want = Tensor::from_vec(want, (16, 24), &dev).unwrap();
+        assert!(close(&got, &want) < 1e-5);
+    }
+
+    #[test]
+    fn residuals_add_with_and_without_a_bias() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 8), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (5, 8), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 8, &dev).unwrap();
+        assert_eq!(
+            close(&residual_add(&x, &r).unwrap(), &(&r + &x).unwrap()),
+            0.0
+        );
+        assert_eq!(
+            close(&bias_residual(&x, None, &r).unwrap(), &(&r + &x).unwrap()),
+            0.0
+        );
+        let with = bias_residual(&x, Some(&b), &r).unwrap();
+        let want = (&r + x.broadcast_add(&b).unwrap()).unwrap();
+        assert!(close(&with, &want) < 1e-6);
+    }
+}

@@ -16,15 +16,15 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, bounded, unbounded};
 
 use super::rank::{
-    Judge, PhotoScore, Prepared, RankError, RankEvent, RankOutcome, RankRequest, RankSettings,
-    prepare, prepare_photo, query_key, run_ranking,
+    Judge, Judged, PhotoScore, Prepared, RankError, RankEvent, RankOutcome, RankRequest,
+    RankSettings, Ready, prepare, prepare_photo, query_key, run_ranking, start_batch,
 };
 use crate::cache::scores::ScoreCache;
 use crate::library::ahead::{InOrder, run_ahead};
 use crate::model::{PhotoInput, Reranker};
 
 /// A batch on its way to a device.
-type Work = Vec<(usize, PhotoInput, Option<String>)>;
+type Work = Vec<Ready>;
 
 /// What a device reports back.
 enum Done {
@@ -94,17 +94,10 @@ pub fn run_ranking_on(
         &cfg,
         cache.is_some(),
     );
-    let cache_ok = AtomicBool::new(cache.is_some());
+    let store = Judged::new(cache, &key);
     let max_batch = settings.max_batch.max(1);
-    let prepare_one = |_: usize, path: &PathBuf| {
-        prepare_photo(
-            path,
-            lead,
-            &cfg,
-            cache.filter(|_| cache_ok.load(Ordering::Relaxed)),
-            &key,
-        )
-    };
+    let prepare_one =
+        |_: usize, path: &PathBuf| prepare_photo(path, lead, &cfg, store.cache(), &key);
     let judge_all = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
         let (work_tx, work_rx) = bounded::<Work>(models.len());
         let (done_tx, done_rx) = unbounded::<Done>();
@@ -173,26 +166,7 @@ pub fn run_ranking_on(
                     for text in notices {
                         emit(RankEvent::Notice { text });
                     }
-                    for (index, result) in results {
-                        match result {
-                            Ok(score) => {
-                                if let (Some(cache), Some(hash)) = (cache, hashes.get(&index))
-                                    && !score.lowered_resolution
-                                    && cache_ok.load(Ordering::Relaxed)
-                                    && let Ok(c) = cache.lock()
-                                    && c.put(&key, hash, &score).is_err()
-                                {
-                                    cache_ok.store(false, Ordering::Relaxed);
-                                }
-                                emit(RankEvent::PhotoScored {
-                                    index,
-                                    score,
-                                    cached: false,
-                                });
-                            }
-                            Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
-                        }
-                    }
+                    store.report(results, &hashes, emit);
                 }
                 Done::Lost {
                     device,
@@ -250,23 +224,7 @@ pub fn run_ranking_on(
                     outcome = RankOutcome::Cancelled;
                     break;
                 }
-                let mut work: Work = Vec::with_capacity(batch.len());
-                for (index, item) in batch {
-                    match item {
-                        Prepared::Cached(score) => emit(RankEvent::PhotoScored {
-                            index,
-                            score,
-                            cached: true,
-                        }),
-                        Prepared::Decoded(_, Err(reason)) => {
-                            emit(RankEvent::PhotoFailed { index, reason })
-                        }
-                        Prepared::Decoded(hash, Ok(input)) => work.push((index, input, hash)),
-                    }
-                }
-                for (index, _, _) in &work {
-                    emit(RankEvent::PhotoStarted { index: *index });
-                }
+                let work: Work = start_batch(batch, &mut emit);
                 if !work.is_empty() {
                     send(
                         work,

@@ -250,19 +250,9 @@ pub fn run_ranking(
         &cfg,
         cache.is_some(),
     );
-    // A cache that fails mid-run is dropped for the rest of it, never the ranking.
-    let cache_ok = AtomicBool::new(cache.is_some());
-
+    let store = Judged::new(cache, &key);
     let max_batch = settings.max_batch.max(1);
-    let prepare = |_: usize, path: &PathBuf| {
-        prepare_photo(
-            path,
-            model,
-            &cfg,
-            cache.filter(|_| cache_ok.load(Ordering::Relaxed)),
-            &key,
-        )
-    };
+    let prepare = |_: usize, path: &PathBuf| prepare_photo(path, model, &cfg, store.cache(), &key);
     let judge_all = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
         let mut judge = Judge {
             model,
@@ -279,49 +269,16 @@ pub fn run_ranking(
             if cancel.load(Ordering::Relaxed) {
                 return RankOutcome::Cancelled;
             }
-            let mut ready = Vec::with_capacity(batch.len());
-            let mut hashes = std::collections::HashMap::new();
-            for (index, item) in batch {
-                match item {
-                    Prepared::Cached(score) => emit(RankEvent::PhotoScored {
-                        index,
-                        score,
-                        cached: true,
-                    }),
-                    Prepared::Decoded(_, Err(reason)) => {
-                        emit(RankEvent::PhotoFailed { index, reason })
-                    }
-                    Prepared::Decoded(hash, Ok(input)) => {
-                        if let Some(h) = hash {
-                            hashes.insert(index, h);
-                        }
-                        ready.push((index, input));
-                    }
-                }
-            }
-            for (index, _) in &ready {
-                emit(RankEvent::PhotoStarted { index: *index });
-            }
-            for (index, result) in judge.batch(&ready, &mut emit) {
-                match result {
-                    Ok(score) => {
-                        if let (Some(cache), Some(hash)) = (cache, hashes.get(&index))
-                            && !score.lowered_resolution
-                            && cache_ok.load(Ordering::Relaxed)
-                            && let Ok(c) = cache.lock()
-                            && c.put(&key, hash, &score).is_err()
-                        {
-                            cache_ok.store(false, Ordering::Relaxed);
-                        }
-                        emit(RankEvent::PhotoScored {
-                            index,
-                            score,
-                            cached: false,
-                        });
-                    }
-                    Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
-                }
-            }
+            let (ready, hashes): (Vec<_>, std::collections::HashMap<_, _>) = {
+                let work = start_batch(batch, &mut emit);
+                let hashes = work
+                    .iter()
+                    .filter_map(|(i, _, h)| h.clone().map(|h| (*i, h)))
+                    .collect();
+                (work.into_iter().map(|(i, p, _)| (i, p)).collect(), hashes)
+            };
+            let results = judge.batch(&ready, &mut emit);
+            store.report(results, &hashes, &mut emit);
         }
         RankOutcome::Finished
     };
@@ -333,6 +290,86 @@ pub fn run_ranking(
         judge_all,
     )
     .map_err(RankError::Threads)
+}
+
+/// A photo to judge: its index in the request, its input, its content hash (when the
+/// cache is on).
+pub(super) type Ready = (usize, PhotoInput, Option<String>);
+
+/// Emits what a batch of prepared photos needs no judging for (a cached score, a photo that
+/// could not be read) and `PhotoStarted` for the rest, which it returns.
+pub(super) fn start_batch(
+    batch: Vec<(usize, Prepared)>,
+    emit: &mut dyn FnMut(RankEvent),
+) -> Vec<Ready> {
+    let mut ready = Vec::with_capacity(batch.len());
+    for (index, item) in batch {
+        match item {
+            Prepared::Cached(score) => emit(RankEvent::PhotoScored {
+                index,
+                score,
+                cached: true,
+            }),
+            Prepared::Decoded(_, Err(reason)) => emit(RankEvent::PhotoFailed { index, reason }),
+            Prepared::Decoded(hash, Ok(input)) => ready.push((index, input, hash)),
+        }
+    }
+    for (index, _, _) in &ready {
+        emit(RankEvent::PhotoStarted { index: *index });
+    }
+    ready
+}
+
+/// Where judged photos go: their events, and fresh scores into the score cache under the
+/// query's key. A cache that fails mid-run is dropped for the rest of it, never the ranking.
+pub(super) struct Judged<'a> {
+    cache: Option<&'a Mutex<ScoreCache>>,
+    cache_ok: AtomicBool,
+    key: &'a str,
+}
+
+impl<'a> Judged<'a> {
+    pub(super) fn new(cache: Option<&'a Mutex<ScoreCache>>, key: &'a str) -> Self {
+        Judged {
+            cache,
+            cache_ok: AtomicBool::new(cache.is_some()),
+            key,
+        }
+    }
+
+    /// The cache while it works.
+    pub(super) fn cache(&self) -> Option<&'a Mutex<ScoreCache>> {
+        self.cache.filter(|_| self.cache_ok.load(Ordering::Relaxed))
+    }
+
+    /// Emits each result, storing the scores of photos whose hash is in `hashes` (not those
+    /// judged at a lowered resolution).
+    pub(super) fn report(
+        &self,
+        results: Vec<(usize, Result<PhotoScore, String>)>,
+        hashes: &std::collections::HashMap<usize, String>,
+        emit: &mut dyn FnMut(RankEvent),
+    ) {
+        for (index, result) in results {
+            match result {
+                Ok(score) => {
+                    if let (Some(cache), Some(hash)) = (self.cache(), hashes.get(&index))
+                        && !score.lowered_resolution
+                        && let Ok(c) = cache.lock()
+                        && c.put(self.key, hash, &score).is_err()
+                    {
+                        self.cache_ok.store(false, Ordering::Relaxed);
+                    }
+                    emit(RankEvent::PhotoScored {
+                        index,
+                        score,
+                        cached: false,
+                    });
+                }
+                Err(reason) => emit(RankEvent::PhotoFailed { index, reason }),
+            }
+        }
+    }
 }
 
 /// On a decode thread: the cached score of `path`, or its decoded input.

@@ -10,6 +10,9 @@ use candle_core::cuda::cudarc::driver::{
 use candle_core::{DType, Result, Shape, Tensor, bail};
 use half::bf16;
 
+use super::super::flash_tiles::{
+    FlashUse, Tiling, compiled_for, smem_bytes, tiling_for, tiling_for_causal,
+};
 use super::{FLASH_ATTENTION, Kernel, lock, output, tensor, view};
 
 /// Head sizes the fused flash-attention kernel is compiled for.
@@ -18,100 +21,6 @@ const FLASH_DIMS: [usize; 4] = [16, 64, 80, 128];
 /// Whether [`flash_rows`] and [`flash_causal`] run for heads of `dim` values of `dtype`.
 pub fn flash_supported(dim: usize, dtype: DType) -> bool {
     dtype == DType::BF16 && FLASH_DIMS.contains(&dim)
-}
-
-/// How one launch splits the work: `warps` warps per block, each owning 16 query rows, and
-/// key tiles of `keys` rows. More warps per block read each key tile from L2 once for more
-/// queries; longer tiles mean fewer barriers but more shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tiling {
-    pub warps: u32,
-    pub keys: u32,
-}
-
-/// What a launch is for, which decides its [`Tiling`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlashUse {
-    /// The vision tower's window blocks: segments of at most a few hundred rows.
-    Windows,
-    /// The vision tower's full blocks: one segment per photo.
-    Full,
-    /// The language model: causal over the prompt prefix and the photo's tokens.
-    Causal,
-}
-
-/// The tilings flash_attention.cu is compiled for (`FLASH(D, W, BN)` there), per head size.
-const COMPILED: [(usize, Tiling); 5] = [
-    (16, Tiling { warps: 4, keys: 64 }),
-    (64, Tiling { warps: 4, keys: 64 }),
-    (80, Tiling { warps: 4, keys: 64 }),
-    (80, Tiling { warps: 8, keys: 64 }),
-    (128, Tiling { warps: 4, keys: 32 }),
-];
-
-/// The tilings compiled for heads of `dim` values.
-pub fn flash_tilings(dim: usize) -> Vec<Tiling> {
-    COMPILED
-        .iter()
-        .filter(|(d, _)| *d == dim)
-        .map(|(_, t)| *t)
-        .collect()
-}
-
-/// The tiling for `use_` at heads of `dim`: `LYCHEE_FLASH_TILES` (for example
-/// `full=8x64,windows=4x64,causal=8x64`, for side-by-side measurements) where it names a
-/// compiled one, else the default.
-fn tiling(use_: FlashUse, dim: usize) -> Tiling {
-    static CHOSEN: std::sync::OnceLock<Vec<(FlashUse, Tiling)>> = std::sync::OnceLock::new();
-    let chosen = CHOSEN.get_or_init(|| {
-        std::env::var("LYCHEE_FLASH_TILES")
-            .map(|v| parse_tiles(&v))
-            .unwrap_or_default()
-    });
-    let compiled = flash_tilings(dim);
-    chosen
-        .iter()
-        .find(|(u, t)| *u == use_ && compiled.contains(t))
-        .map(|(_, t)| *t)
-        .unwrap_or_else(|| default_tiling(use_, dim))
-}
-
-/// The tilings measured fastest on the H200 for the model's shapes (docs/PERFORMANCE.md).
-fn default_tiling(use_: FlashUse, dim: usize) -> Tiling {
-    match (use_, dim) {
-        (FlashUse::Causal, 128) => Tiling { warps: 4, keys: 32 },
-        (FlashUse::Full, 80) => Tiling { warps: 8, keys: 64 },
-        _ => Tiling { warps: 4, keys: 64 },
-    }
-}
-
-/// `full=8x64,windows=4x64,causal=8x32`: the entries that parse.
-fn parse_tiles(text: &str) -> Vec<(FlashUse, Tiling)> {
-    text.split(',')
-        .filter_map(|entry| {
-            let (name, tile) = entry.trim().split_once('=')?;
-            let use_ = match name.trim() {
-                "full" => FlashUse::Full,
-                "windows" => FlashUse::Windows,
-                "causal" => FlashUse::Causal,
-                _ => return None,
-            };
-            let (w, n) = tile.trim().split_once('x')?;
-            Some((
-                use_,
-                Tiling {
-                    warps: w.parse().ok()?,
-                    keys: n.parse().ok()?,
-                },
-            ))
-        })
-        .collect()
-}
-
-/// Dynamic shared memory a block of `tiling` uses for heads of `dim`: two stages of k and v
-/// tiles, rows padded by 8 values (flash_attention.cu).
-fn smem_bytes(dim: usize, tiling: Tiling) -> u32 {
-    4 * tiling.keys * (dim as u32 + 8) * 2
 }
 
 /// Strides, in values, of a (batch, heads, rows, dim) view with contiguous rows.
@@ -217,7 +126,7 @@ fn launch(
         Some([lo, hi]) => Some([view::<u32>(lo)?, view::<u32>(hi)?]),
         None => None,
     };
-    if !flash_tilings(dim).contains(&tiling) {
+    if !compiled_for(dim).contains(&tiling) {
         bail!("flash attention is not compiled for {tiling:?} at heads of {dim}");
     }
     let dev = q.device().as_cuda_device()?;
@@ -312,7 +221,7 @@ pub fn flash_rows(
     let strides = Strides::rows_major(heads, rows, dim);
     let params = params(rows, 1, scale, [strides; 3]);
     let out_shape = Shape::from((rows, heads, dim));
-    let tiling_ = tiling_.unwrap_or_else(|| tiling(use_, dim));
+    let tiling_ = tiling_.unwrap_or_else(|| tiling_for(use_, dim));
     launch(
         params,
         (heads, 1),
@@ -378,16 +287,7 @@ pub fn flash_causal(
             (past_len as u32, (past_len * dim) as u32, dim as u32);
     }
     let out_shape = Shape::from((batch, n_q, heads * dim));
-    // A few queries (the last one alone) fill a block of the fewest warps best.
-    let tiling_ = tiling_.unwrap_or_else(|| {
-        let chosen = tiling(FlashUse::Causal, dim);
-        let few = Tiling { warps: 4, ..chosen };
-        if n_q < 64 && flash_tilings(dim).contains(&few) {
-            few
-        } else {
-            chosen
-        }
-    });
+    let tiling_ = tiling_.unwrap_or_else(|| tiling_for_causal(dim, n_q));
     launch(
         params,
         (heads, batch),

@@ -61,12 +61,11 @@ mod flash_attention;
 mod rotary;
 mod softmax;
 
+pub use super::flash_tiles::{FlashUse, Tiling, compiled_for as flash_tilings};
 pub use elementwise::{
     RMS_NORM_MAX_COLS, bias_add, bias_residual, bias_swiglu, residual_add, rms_norm,
 };
-pub use flash_attention::{
-    FlashUse, Tiling, flash_causal, flash_rows, flash_supported, flash_tilings,
-};
+pub use flash_attention::{flash_causal, flash_rows, flash_supported};
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};
 
