@@ -75,6 +75,15 @@ fn a_full_download_gives_a_model_that_loads() {
     .unwrap();
     assert_eq!(again, dir);
     assert_eq!(server.requests.load(Ordering::SeqCst), before);
+
+    // A ref file that ends in a newline (as git and editors write them) still names the
+    // snapshot.
+    let ref_file = cache.path().join("models--vec-ai--tiny-lychee/refs/main");
+    std::fs::write(&ref_file, format!("{}\n", common::hub_server::COMMIT)).unwrap();
+    assert_eq!(
+        HfCache::new(cache.path()).complete_snapshot(ID, "main"),
+        Some(dir)
+    );
 }
 
 #[test]

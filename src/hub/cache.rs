@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::{Repo, RepoType};
+use hf_hub::Repo;
 
 /// Files a model folder must have to be usable without the network (the weights are
 /// checked separately against the index).
@@ -78,16 +78,9 @@ impl HfCache {
     /// The snapshot folder of `revision` when it holds a whole model: the configs, a
     /// tokenizer, and every weight file the index names.
     pub fn complete_snapshot(&self, id: &str, revision: &str) -> Option<PathBuf> {
-        let dir = if Self::is_commit(revision) {
-            self.snapshot_dir(id, revision)
-        } else {
-            let repo = Repo::with_revision(id.to_owned(), RepoType::Model, revision.to_owned());
-            hf_hub::Cache::new(self.root.clone())
-                .repo(repo)
-                .get("config.json")?
-                .parent()?
-                .to_path_buf()
-        };
+        // The ref is read trimmed (`commit`): a ref file ending in a newline, as git and
+        // editors write them, still names its snapshot.
+        let dir = self.snapshot_dir(id, &self.commit(id, revision)?);
         is_complete_model(&dir).then_some(dir)
     }
 }
