@@ -30,7 +30,9 @@ for _ in $(seq 1 120); do
   if xwininfo -root -tree 2>/dev/null | grep -q '"Lychee Rerank"'; then
     for _ in $(seq 1 60); do
       kill -0 "$app" 2>/dev/null || break 2
-      thumbs=$(find "$LYCHEE_CACHE_DIR/thumbnails" -name '*.jpg' 2>/dev/null | wc -l)
+      # Before the first thumbnail the folder may not exist yet: find fails then, and with
+      # pipefail and -e that would end the script without a word.
+      thumbs=$( (find "$LYCHEE_CACHE_DIR/thumbnails" -name '*.jpg' 2>/dev/null || true) | wc -l)
       if [ "$thumbs" -gt 0 ]; then
         sleep 1
         kill -0 "$app" 2>/dev/null || break 2
