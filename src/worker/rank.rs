@@ -269,14 +269,14 @@ pub fn run_ranking(
             if cancel.load(Ordering::Relaxed) {
                 return RankOutcome::Cancelled;
             }
-            let (ready, hashes): (Vec<_>, std::collections::HashMap<_, _>) = {
-                let work = start_batch(batch, &mut emit);
-                let hashes = work
-                    .iter()
-                    .filter_map(|(i, _, h)| h.clone().map(|h| (*i, h)))
-                    .collect();
-                (work.into_iter().map(|(i, p, _)| (i, p)).collect(), hashes)
-            };
+            let mut ready = Vec::new();
+            let mut hashes = std::collections::HashMap::new();
+            for (index, input, hash) in start_batch(batch, &mut emit) {
+                if let Some(h) = hash {
+                    hashes.insert(index, h);
+                }
+                ready.push((index, input));
+            }
             let results = judge.batch(&ready, &mut emit);
             store.report(results, &hashes, &mut emit);
         }
