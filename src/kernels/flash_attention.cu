@@ -77,7 +77,7 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <int D, int W, int BN> __device__ void flash_attention(const FlashParams &p) {
+template <int D, int W, int BN, int MT> __device__ void flash_attention(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
     const uint32_t *lo_rows = p.lo, *hi_rows = p.hi;
@@ -89,9 +89,10 @@ template <int D, int W, int BN> __device__ void flash_attention(const FlashParam
     const uint32_t p_sh = p.past_head, p_si = p.past_row;
     const uint32_t o_sb = p.o_strides.batch, o_sh = p.o_strides.head, o_si = p.o_strides.row;
     // Two stages of BN key rows for k and for v (dynamic shared memory, 4 BN (D + 8) values:
-    // flash_smem_bytes in src/model/cuda/flash_attention.rs): the next tile is copied in while
-    // this one is used.
-    constexpr int BM = 16 * W, KS = D + 8, CH = D / 8;
+    // smem_bytes in src/model/flash_tiles.rs): the next tile is copied in while this one is
+    // used. Each warp owns MT groups of 16 query rows, so that every k and v fragment read
+    // from shared memory feeds MT products.
+    constexpr int WR = 16 * MT, BM = WR * W, KS = D + 8, CH = D / 8;
     // The q tile goes through the same memory first (4 BN rows).
     static_assert(BM <= 4 * BN, "the q tile must fit the key and value stages");
     // Rows padded to D + 8 values so that the eight rows an ldmatrix reads fall in
@@ -115,8 +116,8 @@ template <int D, int W, int BN> __device__ void flash_attention(const FlashParam
         range[1] = 0;
     }
     __syncthreads();
-    if (tid < BM && m0 + tid < n_q) {
-        const uint32_t i = m0 + tid;
+    for (int r = tid; r < BM && m0 + r < n_q; r += blockDim.x) {
+        const uint32_t i = m0 + r;
         atomicMin(&range[0], causal ? 0u : lo_rows[i]);
         atomicMax(&range[1], causal ? past + q_off + i + 1 : hi_rows[i]);
     }
@@ -130,34 +131,45 @@ template <int D, int W, int BN> __device__ void flash_attention(const FlashParam
 
     // Row and column this lane addresses in an ldmatrix of four 8x8 matrices.
     const int lrow = lane % 8, lmat = lane / 8;
-    const int r0 = warp * 16 + g;
-    uint32_t qf[D / 16][4];
+    uint32_t qf[MT][D / 16][4];
 #pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-        // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
-        ldmatrix_x4(qf[kc], &ks[(warp * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
+            ldmatrix_x4(qf[mt][kc], &ks[(warp * WR + mt * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
+        }
     }
-    uint32_t lo[2], hi[2];
+    // Key ranges of this lane's rows: warp * WR + 16 mt + g + 8 x.
+    uint32_t lo[MT][2], hi[MT][2];
 #pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const uint32_t i = m0 + r0 + 8 * x;
-        if (i >= n_q) {
-            lo[x] = hi[x] = 0;
-        } else if (causal) {
-            lo[x] = 0;
-            hi[x] = past + q_off + i + 1;
-        } else {
-            lo[x] = lo_rows[i];
-            hi[x] = hi_rows[i];
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            const uint32_t i = m0 + warp * WR + mt * 16 + g + 8 * x;
+            if (i >= n_q) {
+                lo[mt][x] = hi[mt][x] = 0;
+            } else if (causal) {
+                lo[mt][x] = 0;
+                hi[mt][x] = past + q_off + i + 1;
+            } else {
+                lo[mt][x] = lo_rows[i];
+                hi[mt][x] = hi_rows[i];
+            }
         }
     }
     const uint32_t kmin = range[0], kmax = range[1];
     __syncthreads();
 
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
+    float m_run[MT][2], l_run[MT][2];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+        m_run[mt][0] = m_run[mt][1] = -INFINITY;
+        l_run[mt][0] = l_run[mt][1] = 0.0f;
+    }
 
     // k and v rows kb .. kb + BN into stage `st`, the 16-byte chunks of a row on
     // neighbouring threads; rows at or past kmax are zeros.
@@ -183,81 +195,107 @@ template <int D, int W, int BN> __device__ void flash_attention(const FlashParam
         const __nv_bfloat16 *kt = ks + st * BN * KS, *vt = vs + st * BN * KS;
         // A tile outside the ranges of all of this warp's rows adds nothing (its
         // probabilities are zeros), so the warp skips it: the first rows of a causal block,
-        // the rows of a block that spans two photos or windows.
-        if (__all_sync(0xffffffff, (kb + BN <= lo[0] || kb >= hi[0]) && (kb + BN <= lo[1] || kb >= hi[1]))) {
+        // the rows of a block that spans two photos or windows. Tiles wholly inside every
+        // range of the warp's rows (most of them) skip the masking.
+        bool outside = true, inside = true;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                outside = outside && (kb + BN <= lo[mt][x] || kb >= hi[mt][x]);
+                inside = inside && kb >= lo[mt][x] && kb + BN <= hi[mt][x];
+            }
+        }
+        if (__all_sync(0xffffffff, outside)) {
             __syncthreads();
             continue;
         }
+        inside = __all_sync(0xffffffff, inside);
 
-        // s = q k^T for this warp's 16 rows and the tile's keys, two key groups of 8 per
+        // s = q k^T for this warp's rows and the tile's keys, two key groups of 8 per
         // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
-        float s[BN / 8][4];
+        float s[MT][BN / 8][4];
 #pragma unroll
-        for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+        }
 #pragma unroll
         for (int n = 0; n < BN / 8; n += 2) {
 #pragma unroll
             for (int kc = 0; kc < D / 16; ++kc) {
                 uint32_t kf[4];
                 ldmatrix_x4(kf, &kt[((n + lmat / 2) * 8 + lrow) * KS + kc * 16 + (lmat % 2) * 8]);
-                mma_bf16_16816(s[n], qf[kc], kf[0], kf[1]);
-                mma_bf16_16816(s[n + 1], qf[kc], kf[2], kf[3]);
-            }
-        }
-        // Keys outside a row's range become -inf; tiles wholly inside every range of the
-        // warp's rows (most of them) skip the comparisons.
-        const bool inside = __all_sync(0xffffffff, kb >= lo[0] && kb >= lo[1] && kb + BN <= hi[0] && kb + BN <= hi[1]);
-        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int x = e / 2;
-                if (!inside) {
-                    const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
-                    if (j < lo[x] || j >= hi[x]) s[n][e] = -INFINITY;
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16_16816(s[mt][n], qf[mt][kc], kf[0], kf[1]);
+                    mma_bf16_16816(s[mt][n + 1], qf[mt][kc], kf[2], kf[3]);
                 }
-                mx[x] = fmaxf(mx[x], s[n][e]);
-            }
-        }
-        float base[2];
-#pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
-            const float m_new = fmaxf(m_run[x], mx[x] * scale_log2);
-            base[x] = m_new == -INFINITY ? 0.0f : m_new;
-            const float alpha = exp2f(m_run[x] - base[x]);
-            m_run[x] = m_new;
-            l_run[x] *= alpha;
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                o[n][2 * x] *= alpha;
-                o[n][2 * x + 1] *= alpha;
             }
         }
 #pragma unroll
-        for (int n = 0; n < BN / 8; ++n) {
+        for (int mt = 0; mt < MT; ++mt) {
+            // Keys outside a row's range become -inf.
+            float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float p = exp2f(fmaf(s[n][e], scale_log2, -base[e / 2]));
-                s[n][e] = p;
-                l_run[e / 2] += p;
+            for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int x = e / 2;
+                    if (!inside) {
+                        const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
+                        if (j < lo[mt][x] || j >= hi[mt][x]) s[mt][n][e] = -INFINITY;
+                    }
+                    mx[x] = fmaxf(mx[x], s[mt][n][e]);
+                }
+            }
+            float base[2];
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
+                mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
+                const float m_new = fmaxf(m_run[mt][x], mx[x] * scale_log2);
+                base[x] = m_new == -INFINITY ? 0.0f : m_new;
+                const float alpha = exp2f(m_run[mt][x] - base[x]);
+                m_run[mt][x] = m_new;
+                l_run[mt][x] *= alpha;
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n) {
+                    o[mt][n][2 * x] *= alpha;
+                    o[mt][n][2 * x + 1] *= alpha;
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float p = exp2f(fmaf(s[mt][n][e], scale_log2, -base[e / 2]));
+                    s[mt][n][e] = p;
+                    l_run[mt][e / 2] += p;
+                }
             }
         }
         // o += p v: p from the score fragments, v through transposing ldmatrix:
         // matrices (keys lo, dims n), (keys hi, dims n), (keys lo, dims n + 1), (keys hi, dims n + 1).
 #pragma unroll
         for (int kc = 0; kc < BN / 16; ++kc) {
-            const uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
-                                   pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                   pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                a[mt][0] = pack_bf16(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                a[mt][1] = pack_bf16(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                a[mt][2] = pack_bf16(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                a[mt][3] = pack_bf16(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+            }
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 uint32_t vf[4];
                 ldmatrix_x4_trans(vf, &vt[(kc * 16 + (lmat % 2) * 8 + lrow) * KS + (n + lmat / 2) * 8]);
-                mma_bf16_16816(o[n], a, vf[0], vf[1]);
-                mma_bf16_16816(o[n + 1], a, vf[2], vf[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16_16816(o[mt][n], a[mt], vf[0], vf[1]);
+                    mma_bf16_16816(o[mt][n + 1], a[mt], vf[2], vf[3]);
+                }
             }
         }
         __syncthreads();
@@ -265,38 +303,43 @@ template <int D, int W, int BN> __device__ void flash_attention(const FlashParam
     cp_async_wait<0>();
 
 #pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        float l = l_run[x];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        const uint32_t i = m0 + r0 + 8 * x;
-        if (i >= n_q) continue;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            *reinterpret_cast<__nv_bfloat162 *>(&dst[n * 8 + t4 * 2]) =
-                __floats2bfloat162_rn(o[n][2 * x] * inv, o[n][2 * x + 1] * inv);
+        for (int x = 0; x < 2; ++x) {
+            float l = l_run[mt][x];
+            l += __shfl_xor_sync(0xffffffff, l, 1);
+            l += __shfl_xor_sync(0xffffffff, l, 2);
+            const uint32_t i = m0 + warp * WR + mt * 16 + g + 8 * x;
+            if (i >= n_q) continue;
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                *reinterpret_cast<__nv_bfloat162 *>(&dst[n * 8 + t4 * 2]) =
+                    __floats2bfloat162_rn(o[mt][n][2 * x] * inv, o[mt][n][2 * x + 1] * inv);
+            }
         }
     }
 }
 
 
-// One kernel per head size and tiling: flash_attention_d{D}_w{W}_n{BN}, W warps (16 W
-// query rows) per block and key tiles of BN rows, at least MINB blocks resident on a
-// multiprocessor (which caps the registers). src/model/cuda/flash_attention.rs picks.
-#define FLASH(D, W, BN, MINB)                                                                       \
+// One kernel per head size and tiling: flash_attention_d{D}_w{W}_n{BN}_m{MT}, W warps of
+// 16 MT query rows per block and key tiles of BN rows, at least MINB blocks resident on a
+// multiprocessor (which caps the registers). src/model/flash_tiles.rs lists them.
+#define FLASH(D, W, BN, MT, MINB)                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
-        flash_attention_d##D##_w##W##_n##BN(const FlashParams p) {                                  \
-        flash_attention<D, W, BN>(p);                                                               \
+        flash_attention_d##D##_w##W##_n##BN##_m##MT(const FlashParams p) {                          \
+        flash_attention<D, W, BN, MT>(p);                                                           \
     }
 
-FLASH(16, 4, 64, 1)
-FLASH(64, 4, 64, 1)
-FLASH(80, 4, 64, 4)
-FLASH(80, 8, 64, 2)
-FLASH(128, 4, 32, 3)
-// Measured and not compiled (docs/PERFORMANCE.md, "Flash tilings"): for heads of 128, 4 x 64
-// (2 blocks resident), 8 x 32 (2 blocks, 72 bytes spilled) and 8 x 64 were 4-11 % slower
-// than 4 x 32 at a batch of eight; each kernel compiled costs time when the driver compiles
-// the PTX at the first start. FLASH(128, W, BN, MINB) builds them again.
+FLASH(16, 4, 64, 1, 1)
+FLASH(64, 4, 64, 1, 1)
+FLASH(80, 4, 64, 1, 4)
+FLASH(80, 4, 64, 2, 2)
+FLASH(128, 4, 32, 1, 3)
+// Measured and not compiled (docs/PERFORMANCE.md, "Flash tilings"; each kernel compiled costs
+// time when the driver compiles the PTX at the first start): for heads of 80, 8 x 64 (the
+// full blocks' tiling before warps of 32 rows: 3 207 against 3 000 us at a batch of eight)
+// and 4 x 32 x 32; for heads of 128, 4 x 64, 8 x 32, 8 x 64 and 4 x 32 x 32 (466 against 393
+// us: 255 registers and spills). Computing part of the softmax's exponentials on the FMA
+// pipes (a cubic) instead of the special-function unit was slower at every share tried.

@@ -4,13 +4,50 @@
 //! CPU; src/model/cuda/flash_attention.rs launches what it says.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
-/// How one launch splits the work: `warps` warps per block, each owning 16 query rows, and
-/// key tiles of `keys` rows. More warps per block read each key tile from L2 once for more
-/// queries; longer tiles mean fewer barriers but more shared memory.
+/// How one launch splits the work: `warps` warps per block, each owning `rows` query rows
+/// (16 or 32), and key tiles of `keys` rows. More warps per block read each key tile from L2
+/// once for more queries; a warp of 32 rows reads each key and value fragment from shared
+/// memory once for two products, at the cost of twice the registers; longer tiles mean
+/// fewer barriers but more shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     pub warps: u32,
     pub keys: u32,
+    pub rows: u32,
+}
+
+impl Tiling {
+    /// Query rows per block.
+    pub fn block_rows(self) -> u32 {
+        self.warps * self.rows
+    }
+
+    /// The kernel's name for heads of `dim` (`FLASH(D, W, BN, MT, MINB)` in
+    /// flash_attention.cu).
+    pub fn kernel_name(self, dim: usize) -> String {
+        format!(
+            "flash_attention_d{dim}_w{}_n{}_m{}",
+            self.warps,
+            self.keys,
+            self.rows / 16
+        )
+    }
+}
+
+impl std::fmt::Display for Tiling {
+    /// `4x64` for warps of 16 rows, `4x64x32` for warps of 32 (what `LYCHEE_FLASH_TILES`
+    /// reads).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.warps, self.keys)?;
+        if self.rows != 16 {
+            write!(f, "x{}", self.rows)?;
+        }
+        Ok(())
+    }
+}
+
+const fn t(warps: u32, keys: u32, rows: u32) -> Tiling {
+    Tiling { warps, keys, rows }
 }
 
 /// What a launch is for, which decides its [`Tiling`].
@@ -24,14 +61,14 @@ pub enum FlashUse {
     Causal,
 }
 
-/// The tilings flash_attention.cu is compiled for (`FLASH(D, W, BN, MINB)` there), per head
-/// size.
+/// The tilings flash_attention.cu is compiled for (`FLASH(D, W, BN, MT, MINB)` there), per
+/// head size.
 const COMPILED: [(usize, Tiling); 5] = [
-    (16, Tiling { warps: 4, keys: 64 }),
-    (64, Tiling { warps: 4, keys: 64 }),
-    (80, Tiling { warps: 4, keys: 64 }),
-    (80, Tiling { warps: 8, keys: 64 }),
-    (128, Tiling { warps: 4, keys: 32 }),
+    (16, t(4, 64, 16)),
+    (64, t(4, 64, 16)),
+    (80, t(4, 64, 16)),
+    (80, t(4, 64, 32)),
+    (128, t(4, 32, 16)),
 ];
 
 /// The tilings compiled for heads of `dim` values.
@@ -79,7 +116,11 @@ fn choose(use_: FlashUse, dim: usize, chosen: &[(FlashUse, Tiling)]) -> Tiling {
 
 fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)]) -> Tiling {
     let tiling = choose(FlashUse::Causal, dim, chosen);
-    let few = Tiling { warps: 4, ..tiling };
+    let few = Tiling {
+        warps: 4,
+        rows: 16,
+        ..tiling
+    };
     if n_q < 64 && compiled_for(dim).contains(&few) {
         few
     } else {
@@ -91,13 +132,14 @@ fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)]) -> Tilin
 /// "Where a batch's time goes").
 fn default_tiling(use_: FlashUse, dim: usize) -> Tiling {
     match (use_, dim) {
-        (FlashUse::Causal, 128) => Tiling { warps: 4, keys: 32 },
-        (FlashUse::Full, 80) => Tiling { warps: 8, keys: 64 },
-        _ => Tiling { warps: 4, keys: 64 },
+        (FlashUse::Causal, 128) => t(4, 32, 16),
+        (FlashUse::Full, 80) => t(4, 64, 32),
+        _ => t(4, 64, 16),
     }
 }
 
-/// `full=8x64,windows=4x64,causal=4x32`: the entries that parse.
+/// `full=8x64,windows=4x64,causal=4x32x32`: the entries that parse (warps x keys, then
+/// optionally x rows per warp, 16 when left out).
 fn parse_tiles(text: &str) -> Vec<(FlashUse, Tiling)> {
     text.split(',')
         .filter_map(|entry| {
@@ -108,14 +150,13 @@ fn parse_tiles(text: &str) -> Vec<(FlashUse, Tiling)> {
                 "causal" => FlashUse::Causal,
                 _ => return None,
             };
-            let (w, n) = tile.trim().split_once('x')?;
-            Some((
-                use_,
-                Tiling {
-                    warps: w.trim().parse().ok()?,
-                    keys: n.trim().parse().ok()?,
-                },
-            ))
+            let mut sizes = tile.trim().split('x').map(|v| v.trim().parse::<u32>().ok());
+            let (warps, keys) = (sizes.next()??, sizes.next()??);
+            let rows = sizes.next().unwrap_or(Some(16))?;
+            sizes
+                .next()
+                .is_none()
+                .then_some((use_, t(warps, keys, rows)))
         })
         .collect()
 }
@@ -130,24 +171,28 @@ pub fn smem_bytes(dim: usize, tiling: Tiling) -> u32 {
 mod tests {
     use super::*;
 
-    const fn t(warps: u32, keys: u32) -> Tiling {
-        Tiling { warps, keys }
-    }
-
     #[test]
     fn the_override_parses_what_it_can() {
         assert_eq!(
             parse_tiles(" full=8x64, causal = 4x32 ,windows=2x16"),
             vec![
-                (FlashUse::Full, t(8, 64)),
-                (FlashUse::Causal, t(4, 32)),
-                (FlashUse::Windows, t(2, 16)),
+                (FlashUse::Full, t(8, 64, 16)),
+                (FlashUse::Causal, t(4, 32, 16)),
+                (FlashUse::Windows, t(2, 16, 16)),
             ]
         );
+        assert_eq!(
+            parse_tiles("full=4x64x32,causal=4x32x16"),
+            vec![
+                (FlashUse::Full, t(4, 64, 32)),
+                (FlashUse::Causal, t(4, 32, 16))
+            ]
+        );
+        assert!(parse_tiles("full=4x64x32x2,causal=4x").is_empty());
         assert!(parse_tiles("").is_empty());
         assert_eq!(
             parse_tiles("vision=8x64,full=8,full=ax64,causal=4x32"),
-            vec![(FlashUse::Causal, t(4, 32))]
+            vec![(FlashUse::Causal, t(4, 32, 16))]
         );
     }
 
@@ -164,20 +209,45 @@ mod tests {
                 }
             }
         }
-        assert_eq!(choose(FlashUse::Full, 80, &[]), t(8, 64));
-        assert_eq!(choose(FlashUse::Windows, 80, &[]), t(4, 64));
-        assert_eq!(choose(FlashUse::Causal, 128, &[]), t(4, 32));
+        assert_eq!(choose(FlashUse::Full, 80, &[]), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Windows, 80, &[]), t(4, 64, 16));
+        assert_eq!(choose(FlashUse::Causal, 128, &[]), t(4, 32, 16));
     }
 
     #[test]
     fn an_override_counts_only_where_it_is_compiled() {
-        let chosen = parse_tiles("full=4x64,windows=8x64,causal=8x64");
-        assert_eq!(choose(FlashUse::Full, 80, &chosen), t(4, 64));
-        assert_eq!(choose(FlashUse::Windows, 80, &chosen), t(8, 64));
+        let chosen = parse_tiles("full=4x64,windows=4x64x32,causal=8x64");
+        assert_eq!(choose(FlashUse::Full, 80, &chosen), t(4, 64, 16));
+        assert_eq!(choose(FlashUse::Windows, 80, &chosen), t(4, 64, 32));
+        // Not compiled (any more) for heads of 80: the default.
+        let chosen = parse_tiles("full=8x64");
+        assert_eq!(choose(FlashUse::Full, 80, &chosen), t(4, 64, 32));
         // Not compiled for heads of 128: the default.
-        assert_eq!(choose(FlashUse::Causal, 128, &chosen), t(4, 32));
+        assert_eq!(choose(FlashUse::Causal, 128, &chosen), t(4, 32, 16));
         // No default for full blocks of 128: what is compiled.
-        assert_eq!(choose(FlashUse::Full, 128, &chosen), t(4, 32));
+        assert_eq!(choose(FlashUse::Full, 128, &chosen), t(4, 32, 16));
+    }
+
+    #[test]
+    fn names_and_labels_follow_the_kernels() {
+        assert_eq!(
+            t(8, 64, 16).kernel_name(80),
+            "flash_attention_d80_w8_n64_m1"
+        );
+        assert_eq!(
+            t(4, 32, 32).kernel_name(128),
+            "flash_attention_d128_w4_n32_m2"
+        );
+        assert_eq!(t(4, 64, 32).to_string(), "4x64x32");
+        assert_eq!(t(4, 32, 32).block_rows(), 128);
+        for (_, tiling) in COMPILED {
+            assert_eq!(
+                parse_tiles(&format!("full={tiling}")),
+                vec![(FlashUse::Full, tiling)]
+            );
+            // The q tile passes through the key and value stages (static_assert there).
+            assert!(tiling.block_rows() <= 4 * tiling.keys, "{tiling}");
+        }
     }
 
     #[test]
@@ -185,6 +255,6 @@ mod tests {
         for (dim, tiling) in COMPILED {
             assert!(smem_bytes(dim, tiling) <= 48 * 1024, "{dim} {tiling:?}");
         }
-        assert_eq!(smem_bytes(80, t(8, 64)), 4 * 64 * 88 * 2);
+        assert_eq!(smem_bytes(80, t(8, 64, 16)), 4 * 64 * 88 * 2);
     }
 }

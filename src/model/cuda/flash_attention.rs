@@ -146,14 +146,14 @@ fn launch(
     let smem = smem_bytes(dim, tiling);
     let cfg = LaunchConfig {
         grid_dim: (
-            params.n_q.div_ceil(16 * tiling.warps),
+            params.n_q.div_ceil(tiling.block_rows()),
             heads as u32,
             batch as u32,
         ),
         block_dim: (32 * tiling.warps, 1, 1),
         shared_mem_bytes: smem,
     };
-    let name = format!("flash_attention_d{dim}_w{}_n{}", tiling.warps, tiling.keys);
+    let name = tiling.kernel_name(dim);
     let kernel = Kernel::load(dev, FLASH_ATTENTION, &name)?;
     // More than 48 KiB of dynamic shared memory must be asked for per kernel.
     if smem > 48 * 1024 {
