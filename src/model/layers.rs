@@ -86,6 +86,21 @@ impl Linear {
         *out_dims.last_mut().expect("a linear input has dimensions") = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
     }
+
+    /// `residual` + this layer of `x`, for a residual of the output's shape, as one
+    /// product on CUDA ([`ops::linear_residual`]).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let dims = residual.dims().to_vec();
+        let input = self.weight.dim(1)?;
+        let rows = x.elem_count() / input.max(1);
+        let y = ops::linear_residual(
+            &x.reshape((rows, input))?,
+            &self.weight,
+            self.bias.as_ref(),
+            &residual.reshape((rows, self.weight.dim(0)?))?,
+        )?;
+        Ok(y.reshape(dims)?)
+    }
 }
 
 /// Rounds `n` up to a multiple of 16: matrix products whose inner sizes are not multiples
@@ -160,9 +175,9 @@ impl GatedMlp {
         let rows = x.elem_count() / hidden;
         let h = x.reshape((rows, hidden))?.matmul(&self.gate_up.t()?)?;
         let gated = ops::bias_swiglu(&h, &self.gate_up_bias)?;
-        let y = gated.matmul(&self.down.t()?)?;
-        let out = ops::bias_residual(
-            &y,
+        let out = ops::linear_residual(
+            &gated,
+            &self.down,
             self.down_bias.as_ref(),
             &residual.reshape((rows, hidden))?,
         )?;

@@ -231,6 +231,55 @@ fn passes(device: &Device, report: &mut dyn FnMut(OpTiming)) -> candle_core::Res
         }
         Ok(())
     };
+    // The products that end in a residual add, as one cuBLASLt product against the product
+    // and the one-pass kernel after it: the vision tower's output projection and MLP down
+    // (with biases), the language model's (without), at a batch of eight.
+    for (rows, k, n, with_bias) in [
+        (8 * 3996, 1280usize, 1280usize, true),
+        (8 * 3996, 3424, 1280, true),
+        (8 * 1006, 3584, 3584, false),
+        (8 * 1006, 18944, 3584, false),
+    ] {
+        let x = randn(&[rows, k], 1.0)?;
+        let w = randn(&[n, k], 0.02)?;
+        let r = randn(&[rows, n], 1.0)?;
+        let b = with_bias.then(|| randn(&[n], 0.1)).transpose()?;
+        let Some(ours) = cuda::linear_residual(&x, &w, b.as_ref(), &r)? else {
+            report(OpTiming::new(
+                format!("product + residual {rows}x{k} -> {n}"),
+                f64::NAN,
+                "no cuBLASLt algorithm on this GPU: a product and a pass".into(),
+            ));
+            continue;
+        };
+        let (xf, wf) = (x.to_dtype(DType::F32)?, w.to_dtype(DType::F32)?);
+        let mut exact = (xf.matmul(&wf.t()?)? + r.to_dtype(DType::F32)?)?;
+        if let Some(b) = &b {
+            exact = exact.broadcast_add(&b.to_dtype(DType::F32)?)?;
+        }
+        let d = diff(&ours, &exact)?;
+        check("linear_residual", d)?;
+        let unfused = || -> candle_core::Result<Tensor> {
+            let y = x.matmul(&w.t()?)?;
+            match &b {
+                Some(b) => cuda::bias_residual(&y, b, &r),
+                None => cuda::residual_add(&y, &r),
+            }
+        };
+        let d_unfused = diff(&unfused()?, &exact)?;
+        let us = time(device, 10, || {
+            cuda::linear_residual(&x, &w, b.as_ref(), &r).map(|y| y.unwrap_or_else(|| ours.clone()))
+        })?;
+        let old = time(device, 10, unfused)?;
+        report(OpTiming::new(
+            format!("product + residual {rows}x{k} -> {n}"),
+            us,
+            format!(
+                "{:.0} TFLOP/s  product then pass {old:>8.1} us  max |diff| from f32 {d:.4} (product then pass {d_unfused:.4})",
+                2.0 * (rows * k * n) as f64 / us / 1e6
+            ),
+        ));
+    }
     let mut line = |name: String, us: f64, bytes: usize, old: Option<f64>, d: f32| {
         let old = old.map_or(String::new(), |o| format!("  candle {o:>8.1} us"));
         let detail = format!(
@@ -450,9 +499,9 @@ mod flash {
         ))
     }
 
-    /// "8x64": warps per block and key rows per tile.
+    /// "8x64": warps per block and key rows per tile (then rows per warp, where not 16).
     fn tile_name(t: cuda::Tiling) -> String {
-        format!("{}x{}", t.warps, t.keys)
+        t.to_string()
     }
 
     pub fn run(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {

@@ -58,11 +58,13 @@ impl Attention {
         })
     }
 
-    /// `x`: (batch, len, hidden). Returns the output and this call's keys and values
+    /// `x`: (batch, len, hidden). Returns `residual` plus the output (the output
+    /// projection and the residual add are one product) and this call's keys and values
     /// (batch, kv_heads, len, dim) after rotary, for a cache.
     fn forward(
         &self,
         x: &Tensor,
+        residual: &Tensor,
         rope: &(Tensor, Tensor),
         past: Option<&(Tensor, Tensor)>,
         last_only: bool,
@@ -105,7 +107,9 @@ impl Attention {
                     None,
                 )?)
             })?;
-            let out = stage("text.attn.out", dev, || self.o.forward(&out))?;
+            let out = stage("text.attn.out", dev, || {
+                self.o.forward_residual(&out, residual)
+            })?;
             return Ok((out, (k, v)));
         }
         let (k_all, v_all) = stage("text.attn.kv", dev, || -> Result<_> {
@@ -154,7 +158,7 @@ impl Attention {
             let out = out
                 .transpose(1, 2)?
                 .reshape((b, q_len, self.heads * self.head_dim))?;
-            self.o.forward(&out)
+            self.o.forward_residual(&out, residual)
         })?;
         Ok((out, (k, v)))
     }
@@ -189,16 +193,20 @@ impl DecoderLayer {
         last_only: bool,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let dev = x.device();
-        let (attn, kv) = stage("text.attention", dev, || {
-            self.attn
-                .forward(&self.input_norm.forward(x)?, rope, past, last_only)
-        })?;
         let residual = if last_only {
             x.narrow(1, x.dim(1)? - 1, 1)?
         } else {
             x.clone()
         };
-        let x = super::ops::residual_add(&attn, &residual)?;
+        let (x, kv) = stage("text.attention", dev, || {
+            self.attn.forward(
+                &self.input_norm.forward(x)?,
+                &residual,
+                rope,
+                past,
+                last_only,
+            )
+        })?;
         let x = stage("text.mlp", dev, || -> Result<Tensor> {
             self.mlp.forward_residual(&self.post_norm.forward(&x)?, &x)
         })?;

@@ -70,7 +70,7 @@ impl VisionBlock {
             segments.attend(&q, &k, &v, (self.head_dim as f64).powf(-0.5))
         })?;
         let x = stage("vision.proj", dev, || -> Result<Tensor> {
-            ops::bias_residual(&attended.matmul(&self.proj.t()?)?, Some(&self.proj_bias), x)
+            ops::linear_residual(&attended, &self.proj, Some(&self.proj_bias), x)
         })?;
         stage("vision.mlp", dev, || {
             self.mlp.forward_residual(&self.norm2.forward(&x)?, &x)

@@ -58,6 +58,7 @@ macro_rules! with_type {
 
 mod elementwise;
 mod flash_attention;
+mod gemm;
 mod rotary;
 mod softmax;
 
@@ -66,6 +67,7 @@ pub use elementwise::{
     RMS_NORM_MAX_COLS, bias_add, bias_residual, bias_swiglu, residual_add, rms_norm,
 };
 pub use flash_attention::{flash_causal, flash_rows, flash_supported};
+pub use gemm::{linear_residual, linear_residual_fits};
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};
 
