@@ -20,6 +20,24 @@ __device__ void rope_rows(const T *x, const float *cos, const float *sin, T *out
     }
 }
 
+// Where the values of head h (of q_heads + 2 kv_heads, in q, k, v order) of row r begin:
+// in q, k or v, laid out (rows, heads, dim) or, when seq > 0, (rows / seq, heads, seq, dim).
+template <typename T>
+__device__ __forceinline__ T *qkv_head(T *q, T *k, T *v, uint32_t r, uint32_t h, uint32_t q_heads, uint32_t kv_heads,
+                                       uint32_t dim, uint32_t seq) {
+    T *dst;
+    uint32_t hh, nh;
+    if (h < q_heads) {
+        dst = q; hh = h; nh = q_heads;
+    } else if (h < q_heads + kv_heads) {
+        dst = k; hh = h - q_heads; nh = kv_heads;
+    } else {
+        dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
+    }
+    const size_t base = seq > 0 ? ((size_t)((r / seq) * nh + hh) * seq + r % seq) * dim : ((size_t)r * nh + hh) * dim;
+    return dst + base;
+}
+
 // The epilogue of a fused q/k/v projection. Each row of `x` holds q (q_heads * dim), then
 // k and v (kv_heads * dim each), before bias. Writes q, k, v with their biases added and
 // rotary applied to q and k (rotate-half, f32 math, tables (rows, dim / 2) f32), laid out
@@ -40,24 +58,15 @@ __device__ void qkv_epilogue(const T *x, const T *bias, const float *cos, const 
         const uint32_t col = h * dim + d;
         float a = to_f(x[r * width + col]) + to_f(bias[col]);
         float b = to_f(x[r * width + col + half]) + to_f(bias[col + half]);
-        T *dst;
-        uint32_t hh, nh;
-        if (h < q_heads) {
-            dst = q; hh = h; nh = q_heads;
-        } else if (h < q_heads + kv_heads) {
-            dst = k; hh = h - q_heads; nh = kv_heads;
-        } else {
-            dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
-        }
         if (h < q_heads + kv_heads) {
             const float c = cos[r * half + d], s = sin[r * half + d];
             const float ra = a * c - b * s, rb = b * c + a * s;
             a = ra;
             b = rb;
         }
-        const uint32_t base = seq > 0 ? (((r / seq) * nh + hh) * seq + r % seq) * dim : (r * nh + hh) * dim;
-        dst[base + d] = from_f<T>(a);
-        dst[base + d + half] = from_f<T>(b);
+        T *dst = qkv_head(q, k, v, r, h, q_heads, kv_heads, dim, seq);
+        dst[d] = from_f<T>(a);
+        dst[d + half] = from_f<T>(b);
     }
 }
 
@@ -87,15 +96,6 @@ extern "C" __global__ void qkv_epilogue_v8(const __nv_bfloat16 *x, const __nv_bf
             a[j] += ba[j];
             b[j] += bb[j];
         }
-        __nv_bfloat16 *dst;
-        uint32_t hh, nh;
-        if (h < q_heads) {
-            dst = q; hh = h; nh = q_heads;
-        } else if (h < q_heads + kv_heads) {
-            dst = k; hh = h - q_heads; nh = kv_heads;
-        } else {
-            dst = v; hh = h - q_heads - kv_heads; nh = kv_heads;
-        }
         if (h < q_heads + kv_heads) {
             const float4 *cp = reinterpret_cast<const float4 *>(cos + (size_t)r * half + d);
             const float4 *sp = reinterpret_cast<const float4 *>(sin + (size_t)r * half + d);
@@ -109,9 +109,9 @@ extern "C" __global__ void qkv_epilogue_v8(const __nv_bfloat16 *x, const __nv_bf
                 b[j] = rb;
             }
         }
-        const size_t base = seq > 0 ? ((size_t)((r / seq) * nh + hh) * seq + r % seq) * dim : ((size_t)r * nh + hh) * dim;
-        store8(dst + base + d, a);
-        store8(dst + base + d + half, b);
+        __nv_bfloat16 *dst = qkv_head(q, k, v, r, h, q_heads, kv_heads, dim, seq);
+        store8(dst + d, a);
+        store8(dst + d + half, b);
     }
 }
 
