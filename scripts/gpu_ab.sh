@@ -5,20 +5,11 @@
 #
 #   (device) OUT=/tmp/out BEFORE=.gpu/before.xz AFTER=.gpu/lychee-rerank.xz bash scripts/gpu_ab.sh
 set -u
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/ab-log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+. scripts/gpu_session.sh ab-log.txt
 export CUDA_CACHE_PATH=/tmp/jit-cache-ab
-R7B=/tmp/rand7b
 PHOTOS=${PHOTOS:-64}
 BATCHES=${BATCHES:-1 8}
-step() { echo; echo "=== $* ($(date +%T))"; }
-for side in before after; do
-  src=${BEFORE:-.gpu/before.xz}; [ "$side" = after ] && src=${AFTER:-.gpu/lychee-rerank.xz}
-  xz -dc "$src" > "/tmp/lychee-$side" && chmod +x "/tmp/lychee-$side"
-done
+unpack_builds
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 step "transformers, random 7B-shaped weights (saved to $R7B)"

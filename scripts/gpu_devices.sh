@@ -8,17 +8,10 @@
 #
 #   (device) OUT=/tmp/out LIST=0,0 bash scripts/gpu_devices.sh
 set -u
-OUT=${OUT:-gpu-out}
+. scripts/gpu_session.sh devices-log.txt
 LIST=${LIST:-0,0}
 PHOTOS=${PHOTOS:-256}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/devices-log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-BIN=/tmp/lychee-rerank
-[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
-step() { echo; echo "=== $* ($(date +%T))"; }
-R7B=/tmp/rand7b
+unpack_build
 
 step machine
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader

@@ -9,24 +9,16 @@
 #   (device) OUT=/tmp/out BEFORE=.gpu/before.xz AFTER=.gpu/lychee-rerank.xz bash scripts/gpu_flash.sh
 #   TILES="full=8x64,..." skips the choice from `bench --ops`; STEPS="ops ab dmon profile" by default,
 #   "long" adds 256-photo rankings at LONG_BATCHES; BATCHES and BATCHES_1280 set the A/B's
-#   batch sizes; OPS_BEFORE=1 runs `bench --ops` of the build before too.
+#   batch sizes; OPS_BEFORE=1 runs `bench --ops` of the build before too. With tilings
+#   chosen, the build after also runs with its defaults ("default") at BATCHES, and with
+#   each of VARIANTS="name:VAR=value ..." set.
 set -u
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/flash-log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+. scripts/gpu_session.sh flash-log.txt
 export CUDA_CACHE_PATH=/tmp/jit-cache-flash
-R7B=/tmp/rand7b
 PHOTOS=${PHOTOS:-64}
 STEPS=${STEPS:-ops ab dmon profile}
-has() { [[ " $STEPS " == *" $1 "* ]]; }
-step() { echo; echo "=== $* ($(date +%T))"; }
 KEYS="'photos','batch','visual_tokens','photos_per_s','ms_per_photo','first_score_ms','pool_mib_used_peak'"
-for side in before after; do
-  src=${BEFORE:-.gpu/before.xz}; [ "$side" = after ] && src=${AFTER:-.gpu/lychee-rerank.xz}
-  xz -dc "$src" > "/tmp/lychee-$side" && chmod +x "/tmp/lychee-$side"
-done
+unpack_builds
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 uname -r
@@ -35,7 +27,7 @@ TILES=${TILES:-}
 if has ops; then
   step "single operations, every tiling (bench --ops)"
   timeout 300 /tmp/lychee-after bench --ops > "$OUT/ops.txt"
-  grep -E "vision|text" "$OUT/ops.txt"
+  grep -E "vision|text|product" "$OUT/ops.txt"
   if [ -n "${OPS_BEFORE:-}" ]; then
     step "the same, the build before"
     timeout 300 /tmp/lychee-before bench --ops > "$OUT/ops-before.txt"
@@ -46,7 +38,7 @@ if has ops; then
     TILES=$(python3 - "$OUT/ops.txt" <<'PY'
 import re, sys
 best = {}
-pat = re.compile(r"^(vision full 8|vision windows 8|text causal 8) .*?, (\d+x\d+)\s+([\d.]+) us")
+pat = re.compile(r"^(vision full 8|vision windows 8|text causal 8) .*?, (\d+x\d+(?:x\d+)?)\s+([\d.]+) us")
 for line in open(sys.argv[1]):
     m = pat.match(line)
     if m:
@@ -75,6 +67,13 @@ if has ab; then
   for b in ${BATCHES:-1 8}; do
     bench before before 1024x768 "$b"
     bench after after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES"
+    # The build after with its default tilings, where the chosen ones differ.
+    [ -n "$TILES" ] && bench default after 1024x768 "$b"
+    # VARIANTS="name:VAR=value ...": the build after with the chosen tilings and one
+    # setting changed.
+    for v in ${VARIANTS:-}; do
+      bench "${v%%:*}" after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES" "${v#*:}"
+    done
   done
   for b in ${BATCHES_1280:-4 8}; do
     bench before before 1280x1024 "$b"
@@ -126,5 +125,5 @@ if has profile; then
   fi
 fi
 # The device returns few files: the per-run JSON in one archive.
-(cd "$OUT" && tar -cJf runs.tar.xz b_*.json transformers.json rank_*.jsonl ops-before.txt 2> /dev/null && rm -f b_*.json transformers.json rank_*.jsonl ops-before.txt)
+(cd "$OUT" && runs=$(ls b_*.json transformers.json rank_*.jsonl ops-before.txt 2> /dev/null || true) && [ -n "$runs" ] && tar -cJf runs.tar.xz $runs && rm -f $runs)
 step done

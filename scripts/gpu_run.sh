@@ -11,23 +11,15 @@
 #
 # Everything it measures lands in $OUT (or ./gpu-out): JSON lines per step and log.txt.
 set -u
-OUT=${OUT:-gpu-out}
+. scripts/gpu_session.sh log.txt
 # Where the per-photo JSON lines of the comparisons go (the device returns few files).
 SCRATCH=${SCRATCH:-$OUT}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-BIN=/tmp/lychee-rerank
-[ -x "$BIN" ] || xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"
+unpack_build
 STEPS=${*:-ops tiny index bench7b memory parity7b oom}
 QUERY="a red umbrella on a sunny beach"
 PHOTOS=${PHOTOS:-64}
-R7B=/tmp/rand7b
 P7B=/tmp/photos7b
-step() { echo; echo "=== $* ($(date +%T))"; }
 . scripts/ballast.sh
-has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

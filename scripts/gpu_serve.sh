@@ -8,19 +8,11 @@
 #
 #   (device) OUT=/tmp/out bash scripts/gpu_serve.sh            # STEPS="text photos index" by default
 set -u
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/serve-log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-BIN=/tmp/lychee-rerank
-[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
-step() { echo; echo "=== $* ($(date +%T))"; }
-R7B=/tmp/rand7b
+. scripts/gpu_session.sh serve-log.txt
+unpack_build
 PORT=8080
 URL=http://127.0.0.1:$PORT
 STEPS=${STEPS:-text photos index}
-has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -7,18 +7,10 @@
 #
 #   (device) OUT=/tmp/out bash scripts/gpu_start.sh [start] [budget] [fidelity]
 set -u
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/start-log.txt") 2>&1
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BIN=/tmp/lychee-rerank
-[ -x "$BIN" ] || { xz -dc .gpu/lychee-rerank.xz > "$BIN" && chmod +x "$BIN"; }
+. scripts/gpu_session.sh start-log.txt
+unpack_build
 STEPS=${*:-start budget fidelity}
-has() { [[ " $STEPS " == *" $1 "* ]]; }
-step() { echo; echo "=== $* ($(date +%T))"; }
 . scripts/ballast.sh
-R7B=/tmp/rand7b
 QUERY="a red umbrella on a sunny beach"
 
 step machine
