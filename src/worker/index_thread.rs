@@ -326,25 +326,12 @@ impl Indexer {
         if self.store.is_some() {
             return;
         }
-        let opened = self
-            .index_path
-            .as_deref()
-            .and_then(|path| match IndexStore::open(path) {
-                Ok((store, warning)) => {
-                    if let Some(text) = warning {
-                        self.emit(IndexThreadEvent::Notice { text });
-                    }
-                    Some(Mutex::new(store))
-                }
-                Err(e) => {
-                    self.emit(IndexThreadEvent::Notice {
-                        text: format!(
-                            "The index cannot be used ({e}); photos are indexed for this session only"
-                        ),
-                    });
-                    None
-                }
-            });
+        let opened = super::open_store(
+            self.index_path.as_deref(),
+            IndexStore::open,
+            |e| format!("The index cannot be used ({e}); photos are indexed for this session only"),
+            |text| self.emit(IndexThreadEvent::Notice { text }),
+        );
         self.store = Some(opened);
     }
 

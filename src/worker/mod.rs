@@ -18,3 +18,26 @@ pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
 pub use score::{BatchLimits, Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 pub use thread::{Event, InferenceThread, ModelInfo};
+
+/// A store of the worker's (the score cache, the index) opened at `path`, for the thread
+/// that keeps it: None without a path, or when it cannot be opened (then `warn` gets
+/// `unusable` of the error); a warning the store gives on opening goes to `warn` too.
+fn open_store<T, E>(
+    path: Option<&std::path::Path>,
+    open: impl FnOnce(&std::path::Path) -> Result<(T, Option<String>), E>,
+    unusable: impl FnOnce(E) -> String,
+    mut warn: impl FnMut(String),
+) -> Option<std::sync::Mutex<T>> {
+    match open(path?) {
+        Ok((store, warning)) => {
+            if let Some(text) = warning {
+                warn(text);
+            }
+            Some(std::sync::Mutex::new(store))
+        }
+        Err(e) => {
+            warn(unusable(e));
+            None
+        }
+    }
+}

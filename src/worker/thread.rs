@@ -490,25 +490,12 @@ impl Worker {
         if self.cache.is_some() {
             return;
         }
-        let opened = self
-            .cache_path
-            .as_deref()
-            .and_then(|path| match ScoreCache::open(path) {
-                Ok((cache, warning)) => {
-                    if let Some(text) = warning {
-                        self.emit(Event::Warning { text });
-                    }
-                    Some(Mutex::new(cache))
-                }
-                Err(e) => {
-                    self.emit(Event::Warning {
-                        text: format!(
-                            "The score cache cannot be used ({e}); rankings are not cached"
-                        ),
-                    });
-                    None
-                }
-            });
+        let opened = super::open_store(
+            self.cache_path.as_deref(),
+            ScoreCache::open,
+            |e| format!("The score cache cannot be used ({e}); rankings are not cached"),
+            |text| self.emit(Event::Warning { text }),
+        );
         self.cache = Some(opened);
     }
 
