@@ -168,6 +168,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         args.photos, size.0, size.1, settings.max_batch
     );
     crate::model::reset_stage_totals();
+    // The warm-up's marks (LYCHEE_GAPS) are not the ranking's.
+    let _ = crate::model::device_gaps();
     let start = Instant::now();
     let mut first_score = None;
     let mut first_score_since_load = None;
@@ -210,6 +212,17 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         },
     )?;
     let wall = (last_score - start).as_secs_f64();
+    // LYCHEE_GAPS=1: the device's own time between the points the model marks.
+    let gaps: serde_json::Map<String, serde_json::Value> = crate::model::device_gaps()
+        .into_iter()
+        .map(|(pair, ms, times)| {
+            let per_photo = ms / scored.max(1) as f64;
+            (
+                pair,
+                json!({"ms": ms, "times": times, "ms_per_photo": per_photo}),
+            )
+        })
+        .collect();
     let pool_peak = model.device.memory_pool();
     let second = if args.second_query {
         let request = RankRequest {
@@ -273,6 +286,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "estimated_mib_per_photo": model.bytes_per_photo(model.preprocess.with_bounds(None, args.max_pixels).max_pixels) >> 20,
         "second_query_photos_per_s": second.map(|(rate, _)| rate),
         "second_query_tokens_from_memory": second.map(|(_, hits)| hits),
+        "device_gaps": (!gaps.is_empty()).then_some(gaps),
     });
     println!("{report}");
     let profile = crate::model::stage_totals();

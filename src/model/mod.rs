@@ -40,7 +40,7 @@ pub use config::{ModelConfig, TextConfig, VisionConfig};
 pub use device::ComputeDevice;
 pub use ops_bench::{OpTiming, bench_ops};
 pub use preprocess::{PhotoInput, PreprocessConfig};
-pub use profile::{report as stage_totals, reset as reset_stage_totals};
+pub use profile::{gaps as device_gaps, report as stage_totals, reset as reset_stage_totals};
 pub use prompt::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};
 pub use random::{RandomWeights, lychee_7b_config};
 pub use reranker::{DocumentTokens, Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};

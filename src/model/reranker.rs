@@ -339,6 +339,7 @@ impl Reranker {
         let rows = photos.iter().map(|p| p.len()).sum::<usize>() / row;
         self.check_budget(self.vision_bytes(rows as u64), "the vision tower")?;
         let device = &self.device.device;
+        super::profile::mark("upload", device);
         let pixels = super::profile::stage("vision.upload", device, || -> Result<Tensor> {
             let parts = photos
                 .iter()
@@ -358,6 +359,7 @@ impl Reranker {
             Ok(all.to_dtype(self.device.dtype)?)
         })?;
         debug_assert_eq!(pixels.dim(0)?, rows);
+        super::profile::mark("vision", device);
         let grids: Vec<_> = photos.iter().map(|p| (p.grid_h, p.grid_w)).collect();
         let tokens = self.vision.forward(&pixels, &grids)?;
         self.encoded
@@ -432,6 +434,7 @@ impl Reranker {
                 Ok(Tensor::cat(&embeds, 0)?)
             })?;
         let logits = self.text.score_suffix(&query.cache, &embeds, &positions)?;
+        super::profile::mark("scores", &self.device.device);
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         Ok(logits
             .into_iter()
