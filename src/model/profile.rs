@@ -22,12 +22,17 @@ static TOTALS: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTree
 
 /// True when LYCHEE_PROFILE is set to something other than 0.
 pub fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
+    flag(&STATE, "LYCHEE_PROFILE")
+}
+
+/// Whether the environment sets `var` to something other than 0, read once into `state`.
+fn flag(state: &AtomicU8, var: &str) -> bool {
+    match state.load(Ordering::Relaxed) {
         ON => true,
         OFF => false,
         _ => {
-            let on = std::env::var("LYCHEE_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
-            STATE.store(if on { ON } else { OFF }, Ordering::Relaxed);
+            let on = std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0");
+            state.store(if on { ON } else { OFF }, Ordering::Relaxed);
             on
         }
     }
@@ -74,15 +79,7 @@ static MARKS: Mutex<Vec<Mark>> = Mutex::new(Vec::new());
 
 /// True when LYCHEE_GAPS is set to something other than 0.
 pub fn marks_enabled() -> bool {
-    match GAPS.load(Ordering::Relaxed) {
-        ON => true,
-        OFF => false,
-        _ => {
-            let on = std::env::var("LYCHEE_GAPS").is_ok_and(|v| !v.is_empty() && v != "0");
-            GAPS.store(if on { ON } else { OFF }, Ordering::Relaxed);
-            on
-        }
-    }
+    flag(&GAPS, "LYCHEE_GAPS")
 }
 
 /// Records the point `name` of the device's work, where [`marks_enabled`] and the device is
