@@ -215,11 +215,13 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     // LYCHEE_GAPS=1: the device's own time between the points the model marks.
     let gaps: serde_json::Map<String, serde_json::Value> = crate::model::device_gaps()
         .into_iter()
-        .map(|(pair, ms, times)| {
-            let per_photo = ms / scored.max(1) as f64;
+        .map(|g| {
+            let per_photo = |ms: f64| ms / scored.max(1) as f64;
+            let per_time = g.queued_ahead_ms / g.times.max(1) as f64;
             (
-                pair,
-                json!({"ms": ms, "times": times, "ms_per_photo": per_photo}),
+                g.pair,
+                json!({"ms": g.device_ms, "times": g.times, "ms_per_photo": per_photo(g.device_ms),
+                       "host_ms_per_photo": per_photo(g.host_ms), "queued_ahead_ms": per_time}),
             )
         })
         .collect();

@@ -5,7 +5,9 @@
 //! With LYCHEE_GAPS=1 (CUDA only), [`mark`] records an event on the device's stream instead,
 //! timed by the device and waiting for nothing: where a batch's upload begins, where its
 //! vision tower begins, where its scores are ready. The time between a batch's scores and
-//! the next batch's upload is time the device had nothing queued ([`gaps`]).
+//! the next batch's upload is time the device had nothing queued ([`gaps`]), and comparing
+//! each mark's device time with when the host queued it says whether the device was
+//! waiting for the host there.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -72,8 +74,13 @@ pub fn reset() {
 }
 
 static GAPS: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// A point of the device's work: its name, its event, and when the host queued it.
 #[cfg(feature = "cuda")]
-type Mark = (&'static str, candle_core::cuda::cudarc::driver::CudaEvent);
+type Mark = (
+    &'static str,
+    candle_core::cuda::cudarc::driver::CudaEvent,
+    Instant,
+);
 #[cfg(feature = "cuda")]
 static MARKS: Mutex<Vec<Mark>> = Mutex::new(Vec::new());
 
@@ -90,44 +97,89 @@ pub fn mark(name: &'static str, device: &Device) {
     }
     #[cfg(feature = "cuda")]
     if let Device::Cuda(dev) = device {
-        use candle_core::cuda::cudarc::driver::sys::CUevent_flags;
-        if let Ok(event) = dev
-            .cuda_stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-        {
-            MARKS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((name, event));
-        }
+        mark_stream(name, &dev.cuda_stream());
     }
     #[cfg(not(feature = "cuda"))]
     let _ = (name, device);
 }
 
-/// The device's time between consecutive marks so far, summed per pair of names: ("from ->
-/// to", milliseconds, times), in the order first seen; the marks are then forgotten.
+/// [`mark`] on a stream of the GPU's other than the model's own.
 #[cfg(feature = "cuda")]
-pub fn gaps() -> Vec<(String, f64, u64)> {
+pub fn mark_stream(name: &'static str, stream: &candle_core::cuda::cudarc::driver::CudaStream) {
+    use candle_core::cuda::cudarc::driver::sys::CUevent_flags;
+    if !marks_enabled() {
+        return;
+    }
+    if let Ok(event) = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)) {
+        MARKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, event, Instant::now()));
+    }
+}
+
+/// The time between consecutive marks, summed per pair of names, in the order first seen;
+/// the marks are then forgotten.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    /// "from -> to".
+    pub pair: String,
+    /// The device's time from one to the other.
+    pub device_ms: f64,
+    /// The host's time between queuing one and the other.
+    pub host_ms: f64,
+    /// How long after being queued the device reached "to", beyond the least such delay
+    /// of the run (summed): near 0, the device was waiting for the host to queue it.
+    pub queued_ahead_ms: f64,
+    pub times: u64,
+}
+
+#[cfg(feature = "cuda")]
+pub fn gaps() -> Vec<Gap> {
     let marks = std::mem::take(&mut *MARKS.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut rows: Vec<(String, f64, u64)> = Vec::new();
-    for pair in marks.windows(2) {
-        let ((from, a), (to, b)) = (&pair[0], &pair[1]);
-        let Ok(ms) = a.elapsed_ms(b) else { continue };
+    let Some((_, first, first_host)) = marks.first() else {
+        return Vec::new();
+    };
+    // How long after its queuing the device reached each mark, up to one constant.
+    let lag: Vec<Option<f64>> = marks
+        .iter()
+        .map(|(_, e, h)| {
+            let device = f64::from(first.elapsed_ms(e).ok()?);
+            Some(device - h.duration_since(*first_host).as_secs_f64() * 1e3)
+        })
+        .collect();
+    let least = lag.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+    let mut rows: Vec<Gap> = Vec::new();
+    for (i, pair) in marks.windows(2).enumerate() {
+        let ((from, a, ha), (to, b, hb)) = (&pair[0], &pair[1]);
+        let (Ok(ms), Some(lag)) = (a.elapsed_ms(b), lag[i + 1]) else {
+            continue;
+        };
         let key = format!("{from} -> {to}");
-        match rows.iter_mut().find(|r| r.0 == key) {
-            Some(row) => {
-                row.1 += f64::from(ms);
-                row.2 += 1;
+        let host = hb.duration_since(*ha).as_secs_f64() * 1e3;
+        let row = match rows.iter_mut().position(|r| r.pair == key) {
+            Some(at) => &mut rows[at],
+            None => {
+                rows.push(Gap {
+                    pair: key,
+                    device_ms: 0.0,
+                    host_ms: 0.0,
+                    queued_ahead_ms: 0.0,
+                    times: 0,
+                });
+                rows.last_mut().expect("just pushed")
             }
-            None => rows.push((key, f64::from(ms), 1)),
-        }
+        };
+        row.device_ms += f64::from(ms);
+        row.host_ms += host;
+        row.queued_ahead_ms += lag - least;
+        row.times += 1;
     }
     rows
 }
 
 /// Without CUDA nothing is marked.
 #[cfg(not(feature = "cuda"))]
-pub fn gaps() -> Vec<(String, f64, u64)> {
+pub fn gaps() -> Vec<Gap> {
     Vec::new()
 }
