@@ -8,7 +8,7 @@
 #
 #   (device) OUT=/tmp/out BEFORE=.gpu/before.xz AFTER=.gpu/lychee-rerank.xz bash scripts/gpu_flash.sh
 #   TILES="full=8x64,..." skips the choice from `bench --ops`; STEPS="ops ab dmon profile" by default,
-#   "long" adds 256-photo rankings at LONG_BATCHES; BATCHES and BATCHES_1280 set the A/B's
+#   "long" adds 256-photo rankings at LONG_BATCHES, "warm" one untimed run of each build first; BATCHES and BATCHES_1280 set the A/B's
 #   batch sizes; OPS_BEFORE=1 runs `bench --ops` of the build before too. With tilings
 #   chosen, the build after also runs with its defaults ("default") at BATCHES, and with
 #   each of VARIANTS="name:VAR=value ..." set.
@@ -64,6 +64,14 @@ if has ab; then
   rm -rf "$R7B"
   timeout 420 python3 scripts/bench_transformers.py --save-random "$R7B" --photos "$PHOTOS" \
     --batches "$(echo ${BATCHES:-1 8} | tr ' ' ,)" --json "$OUT/transformers.json" | tail -n 3
+  if has warm; then
+    # The driver compiles the kernels' PTX on a fresh machine during the first run: each
+    # build runs once untimed, so that no timed run pays for it.
+    for bin in before after; do
+      step "warm-up run, $bin"
+      timeout 300 "/tmp/lychee-$bin" bench --model "$R7B" --photos 16 --batch 8 --json /tmp/warm.json > /dev/null
+    done
+  fi
   for b in ${BATCHES:-1 8}; do
     bench before before 1024x768 "$b"
     bench after after 1024x768 "$b" LYCHEE_FLASH_TILES="$TILES"

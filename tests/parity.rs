@@ -351,6 +351,43 @@ fn a_batch_of_photos_scores_like_one_at_a_time() {
     );
 }
 
+#[test]
+fn batches_queued_ahead_score_like_batches_judged_in_turn() {
+    let r = reference();
+    let m = reranker();
+    let q = &r.queries["en"];
+    let prepared = m
+        .prepare_query(r.instruction(q), &query_input(q, false))
+        .unwrap();
+    let keys = r.photo_keys();
+    let tokens: Vec<_> = keys
+        .iter()
+        .map(|k| m.encode_photos(&[&reference_input(k)]).unwrap().remove(0))
+        .collect();
+    // Every photo queued before any score is read, then read in reverse order.
+    let pending: Vec<_> = tokens
+        .iter()
+        .map(|t| m.queue_batch(&prepared, &[t]).unwrap())
+        .collect();
+    let mut read: Vec<_> = pending
+        .into_iter()
+        .rev()
+        .map(|p| m.collect(p).unwrap())
+        .collect();
+    read.reverse();
+    for ((k, t), got) in keys.iter().zip(&tokens).zip(&read) {
+        let alone = m.judge(&prepared, t).unwrap();
+        assert_eq!(got.len(), 1, "{k}: one score per photo");
+        assert_eq!(
+            (got[0].logit_yes, got[0].logit_no),
+            (alone.logit_yes, alone.logit_no),
+            "{k}"
+        );
+    }
+    let none = m.queue_batch(&prepared, &[]).unwrap();
+    assert!(m.collect(none).unwrap().is_empty());
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct DocumentFixture {
     documents: Vec<FixtureDocument>,

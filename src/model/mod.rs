@@ -43,7 +43,9 @@ pub use preprocess::{PhotoInput, PreprocessConfig};
 pub use profile::{gaps as device_gaps, report as stage_totals, reset as reset_stage_totals};
 pub use prompt::{DEFAULT_INSTRUCTION, INSTRUCTION_PRESETS};
 pub use random::{RandomWeights, lychee_7b_config};
-pub use reranker::{DocumentTokens, Judgement, PreparedQuery, QueryInput, Reranker, VisualTokens};
+pub use reranker::{
+    DocumentTokens, Judgement, PendingScores, PreparedQuery, QueryInput, Reranker, VisualTokens,
+};
 
 /// Why a model folder could not be used, or a model step failed. Each variant names the
 /// file involved, so that the message can tell the user what to fix.

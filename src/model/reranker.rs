@@ -21,6 +21,9 @@ use super::visual_cache::VisualCache;
 use super::{ModelError, Result};
 
 mod memory;
+mod transfer;
+
+pub use transfer::PendingScores;
 
 /// A query: text, an example image, or both.
 #[derive(Debug, Clone, Default)]
@@ -127,6 +130,8 @@ pub struct Reranker {
     /// Device memory one photo at the largest resolution took in the warm-up (0: not
     /// measured); batch sizes are chosen from it.
     measured_photo_bytes: std::sync::atomic::AtomicU64,
+    /// How pixels reach the device and scores come back.
+    link: transfer::Link,
 }
 
 /// Device memory kept for visual tokens of photos already seen: 1/32 of the GPU's memory
@@ -234,6 +239,7 @@ impl Reranker {
             visual_cache: Mutex::new(VisualCache::new(visual_cache_limit(&device))),
             encoded: std::sync::atomic::AtomicU64::new(0),
             measured_photo_bytes: std::sync::atomic::AtomicU64::new(0),
+            link: transfer::Link::new(&device),
             device,
         })
     }
@@ -340,23 +346,8 @@ impl Reranker {
         self.check_budget(self.vision_bytes(rows as u64), "the vision tower")?;
         let device = &self.device.device;
         super::profile::mark("upload", device);
-        let pixels = super::profile::stage("vision.upload", device, || -> Result<Tensor> {
-            let parts = photos
-                .iter()
-                .map(|p| {
-                    let n = p.len() / row;
-                    Ok(match &p.packed_bf16 {
-                        Some(v) => Tensor::from_slice(v, (n, row), device)?,
-                        None => Tensor::from_slice(&p.pixel_values, (n, row), device)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let all = if parts.len() == 1 {
-                parts.into_iter().next().expect("one part")
-            } else {
-                Tensor::cat(&parts, 0)?
-            };
-            Ok(all.to_dtype(self.device.dtype)?)
+        let pixels = super::profile::stage("vision.upload", device, || {
+            self.link.pixels(&self.device, photos, row)
         })?;
         debug_assert_eq!(pixels.dim(0)?, rows);
         super::profile::mark("vision", device);
@@ -409,8 +400,19 @@ impl Reranker {
         query: &PreparedQuery,
         photos: &[&VisualTokens],
     ) -> Result<Vec<Judgement>> {
+        self.collect(self.queue_batch(query, photos)?)
+    }
+
+    /// Queues the judging of photos of the same merged grid, in one batch, without waiting
+    /// for the device: [`Reranker::collect`] reads the scores. Work queued meanwhile (the
+    /// next batch) runs behind it without being waited for.
+    pub fn queue_batch(
+        &self,
+        query: &PreparedQuery,
+        photos: &[&VisualTokens],
+    ) -> Result<PendingScores> {
         let Some(first) = photos.first() else {
-            return Ok(Vec::new());
+            return Ok(PendingScores::none());
         };
         if photos.iter().any(|p| p.merged != first.merged) {
             return Err(
@@ -435,12 +437,18 @@ impl Reranker {
             })?;
         let logits = self.text.score_suffix(&query.cache, &embeds, &positions)?;
         super::profile::mark("scores", &self.device.device);
-        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-        Ok(logits
+        self.link.queue(&self.device, logits)
+    }
+
+    /// The judgements of queued photos or documents, once the device has them.
+    pub fn collect(&self, pending: PendingScores) -> Result<Vec<Judgement>> {
+        Ok(self
+            .link
+            .read(pending)?
             .into_iter()
-            .map(|l| Judgement {
-                logit_yes: l[0],
-                logit_no: l[1],
+            .map(|[logit_yes, logit_no]| Judgement {
+                logit_yes,
+                logit_no,
             })
             .collect())
     }
@@ -511,14 +519,7 @@ impl Reranker {
         let logits = self
             .text
             .score_suffix_at(&query.cache, &embeds, &positions, Some(&last))?;
-        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-        Ok(logits
-            .into_iter()
-            .map(|l| Judgement {
-                logit_yes: l[0],
-                logit_no: l[1],
-            })
-            .collect())
+        self.collect(self.link.queue(&self.device, logits)?)
     }
 
     /// True when photos are best sent to the device already in bf16: the model computes

@@ -11,7 +11,9 @@ use crate::cache::scores::{QueryIdentity, ScoreCache, content_hash};
 use crate::library::ahead::{InOrder, run_ahead};
 use crate::library::decode_photo;
 use crate::model::preprocess::{PreprocessConfig, preprocess};
-use crate::model::{ModelError, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens};
+use crate::model::{
+    ModelError, PendingScores, PhotoInput, PreparedQuery, QueryInput, Reranker, VisualTokens,
+};
 
 /// What to rank.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,32 +256,37 @@ pub fn run_ranking(
     let max_batch = settings.max_batch.max(1);
     let prepare = |_: usize, path: &PathBuf| prepare_photo(path, model, &cfg, store.cache(), &key);
     let judge_all = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
-        let mut judge = Judge {
-            model,
-            query: &query,
-            cfg: &cfg,
-            paths: &request.photos,
-            time_stages: settings.time_stages,
-            batch_limit: max_batch,
-            told_batch: false,
-            told_resolution: false,
-        };
+        let mut judge = Judge::new(model, &query, &cfg, &request.photos, settings);
         let mut in_order = InOrder::new(rx);
+        // One batch is queued on the device while the next is being queued behind it: the
+        // device goes from one to the next without waiting for the scores to be read.
+        let mut queued: Option<(Queued, Hashes)> = None;
+        let finish = |queued: Option<(Queued, Hashes)>,
+                      judge: &mut Judge<'_>,
+                      emit: &mut dyn FnMut(RankEvent)| {
+            if let Some((q, hashes)) = queued {
+                let results = judge.finish(q, &mut |e| emit(e));
+                store.report(results, &hashes, emit);
+            }
+        };
         while let Some(batch) = in_order.batch(judge.batch_limit) {
             if cancel.load(Ordering::Relaxed) {
+                // What the device is already judging is kept.
+                finish(queued.take(), &mut judge, &mut emit);
                 return RankOutcome::Cancelled;
             }
             let mut ready = Vec::new();
-            let mut hashes = std::collections::HashMap::new();
+            let mut hashes = Hashes::new();
             for (index, input, hash) in start_batch(batch, &mut emit) {
                 if let Some(h) = hash {
                     hashes.insert(index, h);
                 }
                 ready.push((index, input));
             }
-            let results = judge.batch(&ready, &mut emit);
-            store.report(results, &hashes, &mut emit);
+            let next = judge.queue(ready, &mut emit);
+            finish(queued.replace((next, hashes)), &mut judge, &mut emit);
         }
+        finish(queued.take(), &mut judge, &mut emit);
         RankOutcome::Finished
     };
     run_ahead(
@@ -295,6 +302,9 @@ pub fn run_ranking(
 /// A photo to judge: its index in the request, its input, its content hash (when the
 /// cache is on).
 pub(super) type Ready = (usize, PhotoInput, Option<String>);
+
+/// The content hashes of a batch's photos, by index (those the cache has hashed).
+type Hashes = std::collections::HashMap<usize, String>;
 
 /// Emits what a batch of prepared photos needs no judging for (a cached score, a photo that
 /// could not be read) and `PhotoStarted` for the rest, which it returns.
@@ -347,7 +357,7 @@ impl<'a> Judged<'a> {
     pub(super) fn report(
         &self,
         results: Vec<(usize, Result<PhotoScore, String>)>,
-        hashes: &std::collections::HashMap<usize, String>,
+        hashes: &Hashes,
         emit: &mut dyn FnMut(RankEvent),
     ) {
         for (index, result) in results {
@@ -429,6 +439,19 @@ pub(super) struct Judge<'a> {
     batch_limit: usize,
     told_batch: bool,
     told_resolution: bool,
+    /// When the scores of the last queued batch were read.
+    last_finished: Option<Instant>,
+}
+
+/// A batch handed to [`Judge::queue`], for [`Judge::finish`].
+pub(super) enum Queued {
+    /// Judged already (with stage timing, or no photos).
+    Judged(Vec<(usize, Result<PhotoScore, String>)>),
+    /// On the device.
+    InFlight(Vec<(usize, PhotoInput)>, InFlight),
+    /// Could not be queued (out of memory with the batch before still on the device, for
+    /// one): judged again on its own.
+    Again(Vec<(usize, PhotoInput)>),
 }
 
 /// The fewest visual tokens a photo is lowered to before it is given up.
@@ -452,7 +475,55 @@ impl<'a> Judge<'a> {
             batch_limit: settings.max_batch.max(1),
             told_batch: false,
             told_resolution: false,
+            last_finished: None,
         }
+    }
+
+    /// Queues `photos` on the device without waiting for their scores: the batch queued
+    /// before them is still being judged meanwhile. With stage timing (which waits for the
+    /// device) they are judged at once.
+    pub(super) fn queue(
+        &mut self,
+        photos: Vec<(usize, PhotoInput)>,
+        emit: &mut impl FnMut(RankEvent),
+    ) -> Queued {
+        if photos.is_empty() || self.time_stages {
+            return Queued::Judged(self.batch(&photos, emit));
+        }
+        match queue_together(self.model, self.query, &photos, false) {
+            Ok(flight) => Queued::InFlight(photos, flight),
+            Err(_) => Queued::Again(photos),
+        }
+    }
+
+    /// The results of a queued batch. A batch whose queued work failed is judged again as
+    /// [`Judge::batch`] judges, adapting to the device.
+    pub(super) fn finish(
+        &mut self,
+        queued: Queued,
+        emit: &mut impl FnMut(RankEvent),
+    ) -> Vec<(usize, Result<PhotoScore, String>)> {
+        let results = match queued {
+            Queued::Judged(results) => results,
+            Queued::Again(photos) => self.batch(&photos, emit),
+            Queued::InFlight(photos, flight) => {
+                // A photo's time is its share of the device's time since the batch before
+                // was read (or since this one was queued, if later).
+                let since = self
+                    .last_finished
+                    .map_or(flight.queued_at, |t| t.max(flight.queued_at));
+                match collect_together(self.model, &photos, flight, since) {
+                    Ok(scores) => photos
+                        .iter()
+                        .map(|(i, _)| *i)
+                        .zip(scores.into_iter().map(Ok))
+                        .collect(),
+                    Err(_) => self.batch(&photos, emit),
+                }
+            }
+        };
+        self.last_finished = Some(Instant::now());
+        results
     }
 
     pub(super) fn batch(
@@ -583,43 +654,96 @@ fn display_name(path: &Path) -> String {
         .into_owned()
 }
 
+/// A batch's work queued on the device: its visual tokens and, per merged grid, the
+/// language model's pending scores.
+pub(super) struct InFlight {
+    tokens: Vec<VisualTokens>,
+    groups: Vec<(Vec<usize>, PendingScores)>,
+    queued_at: Instant,
+    /// The vision tower's time, when stage timing waited for it.
+    vision: Option<Duration>,
+}
+
+/// Judges photos together and waits for their scores.
 fn judge_together(
     model: &Reranker,
     query: &PreparedQuery,
     photos: &[(usize, PhotoInput)],
     time_stages: bool,
 ) -> Result<Vec<PhotoScore>, ModelError> {
-    let start = Instant::now();
+    let flight = queue_together(model, query, photos, time_stages)?;
+    let since = flight.queued_at;
+    collect_together(model, photos, flight, since)
+}
+
+/// Queues photos' vision tower and language model on the device (with `time_stages`,
+/// waiting once for the vision tower to time it).
+fn queue_together(
+    model: &Reranker,
+    query: &PreparedQuery,
+    photos: &[(usize, PhotoInput)],
+    time_stages: bool,
+) -> Result<InFlight, ModelError> {
+    let queued_at = Instant::now();
     let inputs: Vec<&PhotoInput> = photos.iter().map(|(_, p)| p).collect();
     let tokens = model.encode_photos(&inputs)?;
     let vision = if time_stages {
         model.synchronize()?;
-        Some(start.elapsed())
+        Some(queued_at.elapsed())
     } else {
         None
     };
     // Photos of the same grid share one language-model batch.
-    let mut judgements = vec![None; photos.len()];
-    let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+    let mut members: Vec<((usize, usize), Vec<usize>)> = Vec::new();
     for (i, t) in tokens.iter().enumerate() {
-        match groups.iter_mut().find(|(g, _)| *g == t.merged) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((t.merged, vec![i])),
+        match members.iter_mut().find(|(g, _)| *g == t.merged) {
+            Some((_, m)) => m.push(i),
+            None => members.push((t.merged, vec![i])),
         }
     }
-    for (_, members) in &groups {
-        let group: Vec<&VisualTokens> = members.iter().map(|&i| &tokens[i]).collect();
-        let out = model.judge_batch(query, &group)?;
+    let groups = members
+        .into_iter()
+        .map(|(_, m)| {
+            let group: Vec<&VisualTokens> = m.iter().map(|&i| &tokens[i]).collect();
+            Ok((m.clone(), model.queue_batch(query, &group)?))
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    Ok(InFlight {
+        tokens,
+        groups,
+        queued_at,
+        vision,
+    })
+}
+
+/// Waits for a queued batch's scores; each photo's time is its share of the time since
+/// `since`.
+fn collect_together(
+    model: &Reranker,
+    photos: &[(usize, PhotoInput)],
+    flight: InFlight,
+    since: Instant,
+) -> Result<Vec<PhotoScore>, ModelError> {
+    let mut judgements = vec![None; photos.len()];
+    for (members, pending) in flight.groups {
+        let out = model.collect(pending)?;
+        if out.len() != members.len() {
+            return Err(ModelError::Compute(candle_core::Error::Msg(format!(
+                "{} scores for a batch of {}",
+                out.len(),
+                members.len()
+            ))));
+        }
         for (&i, j) in members.iter().zip(out) {
             judgements[i] = Some(j);
         }
     }
     let per_photo = |d: Duration| d.as_secs_f64() / photos.len() as f64;
-    let total = start.elapsed();
+    let total = since.elapsed();
     Ok(photos
         .iter()
         .zip(judgements)
-        .zip(&tokens)
+        .zip(&flight.tokens)
         .map(|(((_, input), j), t)| {
             let j = j.expect("every photo is in a group");
             PhotoScore {
@@ -630,7 +754,7 @@ fn judge_together(
                 input_size: input.input_size,
                 original_size: input.original_size,
                 seconds: per_photo(total),
-                vision_seconds: vision.map(per_photo),
+                vision_seconds: flight.vision.map(per_photo),
                 lowered_resolution: false,
             }
         })

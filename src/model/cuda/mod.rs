@@ -61,6 +61,7 @@ mod flash_attention;
 mod gemm;
 mod rotary;
 mod softmax;
+mod transfer;
 
 pub use super::flash_tiles::{FlashUse, Tiling, compiled_for as flash_tilings};
 pub use elementwise::{
@@ -70,6 +71,7 @@ pub use flash_attention::{flash_causal, flash_rows, flash_supported};
 pub use gemm::{linear_residual, linear_residual_fits};
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};
+pub use transfer::Transfers;
 
 /// Read locks on the tensors' storage, held while their kernel is queued.
 fn lock<const N: usize>(tensors: [&Tensor; N]) -> [(StorageRef<'_>, &Layout); N] {
