@@ -4,8 +4,10 @@ pub mod cache_first;
 pub mod devices;
 pub mod index_thread;
 pub mod job;
+mod judge;
 pub mod load;
 pub mod rank;
+mod request;
 pub mod score;
 pub mod thread;
 
