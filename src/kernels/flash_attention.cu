@@ -12,47 +12,13 @@
 //   causal: 0 .. past + q_off + i (inclusive);
 //   else:   lo[i] .. hi[i] (exclusive), from per-row tables (segments, windows).
 // Rows and keys are 16-byte aligned: strides and offsets are multiples of 8 values.
-#include "common.cuh"
-
-#include <stddef.h>
-
-// Strides, in values, of a (batch, heads, rows, dim) view whose rows are contiguous.
-struct Strides {
-    uint32_t batch, head, row;
-};
-
-// The kernel's arguments as one struct passed by value, as FlashAttention passes its
-// Flash_fwd_params. Its layout is fixed: src/model/cuda/flash.rs declares the same struct
-// (#[repr(C)], the same fields in the same order) and checks the same sizes and offsets.
-struct FlashParams {
-    const __nv_bfloat16 *q, *k, *v;  // queries, this call's keys and values
-    const __nv_bfloat16 *kp, *vp;    // the cached prefix's keys and values (one batch)
-    __nv_bfloat16 *out;
-    const uint32_t *lo, *hi;         // per-query key ranges; null when causal (never read)
-    uint32_t n_q, q_off, past, group;
-    int32_t causal;
-    float scale_log2;
-    Strides q_strides, k_strides, o_strides;
-    uint32_t past_head, past_row;    // strides of the cached prefix
-};
-static_assert(sizeof(Strides) == 12, "Strides must match src/model/cuda/flash.rs");
-static_assert(offsetof(FlashParams, n_q) == 64, "FlashParams must match src/model/cuda/flash.rs");
-static_assert(offsetof(FlashParams, q_strides) == 88, "FlashParams must match src/model/cuda/flash.rs");
-static_assert(offsetof(FlashParams, past_head) == 124, "FlashParams must match src/model/cuda/flash.rs");
-static_assert(sizeof(FlashParams) == 136, "FlashParams must match src/model/cuda/flash.rs");
+#include "flash.cuh"
 
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of
 // matrix l / 8 and receives, of each matrix, row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1
@@ -69,18 +35,9 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_b
                  : "r"(smem_addr(p)));
 }
 
-// 16 bytes from global to shared memory without passing through registers; zeros when
-// `real` is false (nothing is read then).
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(real ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 template <int D, int W, int BN, int MT> __device__ void flash_attention(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
-    const uint32_t *lo_rows = p.lo, *hi_rows = p.hi;
     const uint32_t n_q = p.n_q, q_off = p.q_off, past = p.past, group = p.group;
     const int causal = p.causal;
     const float scale_log2 = p.scale_log2;
@@ -111,16 +68,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
     const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
     const uint64_t p_base = (uint64_t)kvh * p_sh;
 
-    if (tid == 0) {
-        range[0] = 0xffffffffu;
-        range[1] = 0;
-    }
-    __syncthreads();
-    for (int r = tid; r < BM && m0 + r < n_q; r += blockDim.x) {
-        const uint32_t i = m0 + r;
-        atomicMin(&range[0], causal ? 0u : lo_rows[i]);
-        atomicMax(&range[1], causal ? past + q_off + i + 1 : hi_rows[i]);
-    }
+    block_keys<BM>(p, m0, range);
     for (int c = tid; c < BM * CH; c += blockDim.x) {
         const int r = c / CH, d8 = (c % CH) * 8;
         uint4 val = make_uint4(0, 0, 0, 0);
@@ -145,18 +93,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            const uint32_t i = m0 + warp * WR + mt * 16 + g + 8 * x;
-            if (i >= n_q) {
-                lo[mt][x] = hi[mt][x] = 0;
-            } else if (causal) {
-                lo[mt][x] = 0;
-                hi[mt][x] = past + q_off + i + 1;
-            } else {
-                lo[mt][x] = lo_rows[i];
-                hi[mt][x] = hi_rows[i];
-            }
-        }
+        for (int x = 0; x < 2; ++x) row_keys(p, m0 + warp * WR + mt * 16 + g + 8 * x, lo[mt][x], hi[mt][x]);
     }
     const uint32_t kmin = range[0], kmax = range[1];
     __syncthreads();

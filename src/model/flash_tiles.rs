@@ -1,5 +1,6 @@
-//! How the flash-attention kernel (src/kernels/flash_attention.cu) splits its work: the
-//! tilings it is compiled for, the one each use takes, and the `LYCHEE_FLASH_TILES`
+//! How the flash-attention kernels (src/kernels/flash_attention.cu for every GPU,
+//! src/kernels/flash_hopper.cu for Hopper's warpgroup products) split their work: the
+//! tilings they are compiled for, the one each use takes, and the `LYCHEE_FLASH_TILES`
 //! override for side-by-side measurements. Plain data, so that the choice is tested on the
 //! CPU; src/model/cuda/flash_attention.rs launches what it says.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -8,12 +9,15 @@
 /// (16 or 32), and key tiles of `keys` rows. More warps per block read each key tile from L2
 /// once for more queries; a warp of 32 rows reads each key and value fragment from shared
 /// memory once for two products, at the cost of twice the registers; longer tiles mean
-/// fewer barriers but more shared memory.
+/// fewer barriers but more shared memory. A `hopper` tiling runs flash_hopper.cu, where
+/// each four warps (a warpgroup, 64 rows) issue their products together; it runs only on a
+/// GPU of compute capability 9.0 with that file built for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     pub warps: u32,
     pub keys: u32,
     pub rows: u32,
+    pub hopper: bool,
 }
 
 impl Tiling {
@@ -23,8 +27,11 @@ impl Tiling {
     }
 
     /// The kernel's name for heads of `dim` (`FLASH(D, W, BN, MT, MINB)` in
-    /// flash_attention.cu).
+    /// flash_attention.cu, `FLASH_WGMMA(D, G, BN, MINB)` in flash_hopper.cu).
     pub fn kernel_name(self, dim: usize) -> String {
+        if self.hopper {
+            return format!("flash_wgmma_d{dim}_g{}_n{}", self.warps / 4, self.keys);
+        }
         format!(
             "flash_attention_d{dim}_w{}_n{}_m{}",
             self.warps,
@@ -35,19 +42,37 @@ impl Tiling {
 }
 
 impl std::fmt::Display for Tiling {
-    /// `4x64` for warps of 16 rows, `4x64x32` for warps of 32 (what `LYCHEE_FLASH_TILES`
-    /// reads).
+    /// `4x64` for warps of 16 rows, `4x64x32` for warps of 32, `8x64h` for two warpgroups
+    /// of Hopper's products (what `LYCHEE_FLASH_TILES` reads).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.warps, self.keys)?;
         if self.rows != 16 {
             write!(f, "x{}", self.rows)?;
+        }
+        if self.hopper {
+            write!(f, "h")?;
         }
         Ok(())
     }
 }
 
 const fn t(warps: u32, keys: u32, rows: u32) -> Tiling {
-    Tiling { warps, keys, rows }
+    Tiling {
+        warps,
+        keys,
+        rows,
+        hopper: false,
+    }
+}
+
+/// `warps` / 4 warpgroups of Hopper's products over key tiles of `keys` rows.
+const fn h(warps: u32, keys: u32) -> Tiling {
+    Tiling {
+        warps,
+        keys,
+        rows: 16,
+        hopper: true,
+    }
 }
 
 /// What a launch is for, which decides its [`Tiling`].
@@ -61,21 +86,24 @@ pub enum FlashUse {
     Causal,
 }
 
-/// The tilings flash_attention.cu is compiled for (`FLASH(D, W, BN, MT, MINB)` there), per
-/// head size.
-const COMPILED: [(usize, Tiling); 5] = [
+/// The tilings flash_attention.cu and flash_hopper.cu are compiled for (`FLASH(D, W, BN,
+/// MT, MINB)` and `FLASH_WGMMA(D, G, BN, MINB)` there), per head size.
+const COMPILED: [(usize, Tiling); 7] = [
     (16, t(4, 64, 16)),
     (64, t(4, 64, 16)),
     (80, t(4, 64, 16)),
     (80, t(4, 64, 32)),
     (128, t(4, 32, 16)),
+    (80, h(8, 64)),
+    (128, h(12, 64)),
 ];
 
-/// The tilings compiled for heads of `dim` values.
-pub fn compiled_for(dim: usize) -> Vec<Tiling> {
+/// The tilings compiled for heads of `dim` values, those of Hopper's products only where
+/// `hopper` (the GPU and the build have them).
+pub fn compiled_for(dim: usize, hopper: bool) -> Vec<Tiling> {
     COMPILED
         .iter()
-        .filter(|(d, _)| *d == dim)
+        .filter(|(d, t)| *d == dim && (hopper || !t.hopper))
         .map(|(_, t)| *t)
         .collect()
 }
@@ -91,20 +119,21 @@ fn chosen() -> &'static [(FlashUse, Tiling)] {
 }
 
 /// The tiling for `use_` at heads of `dim`: `LYCHEE_FLASH_TILES` (for example
-/// `full=8x64,windows=4x64`) where it names a compiled one, else the default.
-pub fn tiling_for(use_: FlashUse, dim: usize) -> Tiling {
-    choose(use_, dim, chosen())
+/// `full=8x64,windows=4x64`) where it names a compiled one, else the default; Hopper's
+/// products only where `hopper`.
+pub fn tiling_for(use_: FlashUse, dim: usize, hopper: bool) -> Tiling {
+    choose(use_, dim, chosen(), hopper)
 }
 
 /// The language model's tiling for `n_q` queries: a few (the last one alone) fill a block
 /// of the fewest warps best.
-pub fn tiling_for_causal(dim: usize, n_q: usize) -> Tiling {
-    choose_causal(dim, n_q, chosen())
+pub fn tiling_for_causal(dim: usize, n_q: usize, hopper: bool) -> Tiling {
+    choose_causal(dim, n_q, chosen(), hopper)
 }
 
-fn choose(use_: FlashUse, dim: usize, chosen: &[(FlashUse, Tiling)]) -> Tiling {
-    let compiled = compiled_for(dim);
-    let default = default_tiling(use_, dim);
+fn choose(use_: FlashUse, dim: usize, chosen: &[(FlashUse, Tiling)], hopper: bool) -> Tiling {
+    let compiled = compiled_for(dim, hopper);
+    let default = default_tiling(use_, dim, hopper);
     chosen
         .iter()
         .find(|(u, t)| *u == use_ && compiled.contains(t))
@@ -114,14 +143,14 @@ fn choose(use_: FlashUse, dim: usize, chosen: &[(FlashUse, Tiling)]) -> Tiling {
         .unwrap_or(default)
 }
 
-fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)]) -> Tiling {
-    let tiling = choose(FlashUse::Causal, dim, chosen);
+fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)], hopper: bool) -> Tiling {
+    let tiling = choose(FlashUse::Causal, dim, chosen, hopper);
     let few = Tiling {
         warps: 4,
         rows: 16,
         ..tiling
     };
-    if n_q < 64 && compiled_for(dim).contains(&few) {
+    if n_q < 64 && compiled_for(dim, hopper).contains(&few) {
         few
     } else {
         tiling
@@ -129,11 +158,11 @@ fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)]) -> Tilin
 }
 
 /// The tilings measured fastest on the H200 for the model's shapes (docs/PERFORMANCE.md,
-/// "Where a batch's time goes").
-fn default_tiling(use_: FlashUse, dim: usize) -> Tiling {
-    match (use_, dim) {
-        (FlashUse::Causal, 128) => t(4, 32, 16),
-        (FlashUse::Full, 80) => t(4, 64, 32),
+/// "Where a batch's time goes" and "Hopper's warpgroup products").
+fn default_tiling(use_: FlashUse, dim: usize, hopper: bool) -> Tiling {
+    match (use_, dim, hopper) {
+        (FlashUse::Causal, 128, _) => t(4, 32, 16),
+        (FlashUse::Full, 80, _) => t(4, 64, 32),
         _ => t(4, 64, 16),
     }
 }
@@ -150,20 +179,30 @@ fn parse_tiles(text: &str) -> Vec<(FlashUse, Tiling)> {
                 "causal" => FlashUse::Causal,
                 _ => return None,
             };
-            let mut sizes = tile.trim().split('x').map(|v| v.trim().parse::<u32>().ok());
+            let tile = tile.trim();
+            let (tile, hopper) = match tile.strip_suffix('h') {
+                Some(rest) => (rest, true),
+                None => (tile, false),
+            };
+            let mut sizes = tile.split('x').map(|v| v.trim().parse::<u32>().ok());
             let (warps, keys) = (sizes.next()??, sizes.next()??);
             let rows = sizes.next().unwrap_or(Some(16))?;
-            sizes
-                .next()
-                .is_none()
-                .then_some((use_, t(warps, keys, rows)))
+            let tiling = Tiling {
+                hopper,
+                ..t(warps, keys, rows)
+            };
+            (sizes.next().is_none() && (!hopper || rows == 16)).then_some((use_, tiling))
         })
         .collect()
 }
 
 /// Dynamic shared memory a block of `tiling` uses for heads of `dim`: two stages of k and v
-/// tiles, rows padded by 8 values (flash_attention.cu).
+/// tiles, rows padded by 8 values (flash_attention.cu); for Hopper's products the block's q
+/// rows and three stages, unpadded (flash_hopper.cu).
 pub fn smem_bytes(dim: usize, tiling: Tiling) -> u32 {
+    if tiling.hopper {
+        return (tiling.block_rows() + 6 * tiling.keys) * dim as u32 * 2;
+    }
     4 * tiling.keys * (dim as u32 + 8) * 2
 }
 
@@ -188,6 +227,10 @@ mod tests {
                 (FlashUse::Causal, t(4, 32, 16))
             ]
         );
+        assert_eq!(
+            parse_tiles("full=8x64h,causal=8x64xh,windows=4x64x32h,causal=12x64h"),
+            vec![(FlashUse::Full, h(8, 64)), (FlashUse::Causal, h(12, 64))]
+        );
         assert!(parse_tiles("full=4x64x32x2,causal=4x").is_empty());
         assert!(parse_tiles("").is_empty());
         assert_eq!(
@@ -198,34 +241,45 @@ mod tests {
 
     #[test]
     fn the_defaults_are_compiled() {
-        for dim in [16, 64, 80, 128] {
-            for use_ in [FlashUse::Windows, FlashUse::Full, FlashUse::Causal] {
-                assert!(
-                    compiled_for(dim).contains(&choose(use_, dim, &[])),
-                    "{use_:?} {dim}"
-                );
-                for n_q in [1, 63, 64, 1006] {
-                    assert!(compiled_for(dim).contains(&choose_causal(dim, n_q, &[])));
+        for hopper in [false, true] {
+            for dim in [16, 64, 80, 128] {
+                for use_ in [FlashUse::Windows, FlashUse::Full, FlashUse::Causal] {
+                    let chosen = choose(use_, dim, &[], hopper);
+                    assert!(
+                        compiled_for(dim, hopper).contains(&chosen),
+                        "{use_:?} {dim}"
+                    );
+                    assert!(hopper || !chosen.hopper);
+                    for n_q in [1, 63, 64, 1006] {
+                        let chosen = choose_causal(dim, n_q, &[], hopper);
+                        assert!(compiled_for(dim, hopper).contains(&chosen));
+                    }
                 }
             }
         }
-        assert_eq!(choose(FlashUse::Full, 80, &[]), t(4, 64, 32));
-        assert_eq!(choose(FlashUse::Windows, 80, &[]), t(4, 64, 16));
-        assert_eq!(choose(FlashUse::Causal, 128, &[]), t(4, 32, 16));
+        assert_eq!(choose(FlashUse::Full, 80, &[], false), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Full, 80, &[], true), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Windows, 80, &[], true), t(4, 64, 16));
+        assert_eq!(choose(FlashUse::Causal, 128, &[], false), t(4, 32, 16));
     }
 
     #[test]
     fn an_override_counts_only_where_it_is_compiled() {
         let chosen = parse_tiles("full=4x64,windows=4x64x32,causal=8x64");
-        assert_eq!(choose(FlashUse::Full, 80, &chosen), t(4, 64, 16));
-        assert_eq!(choose(FlashUse::Windows, 80, &chosen), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Full, 80, &chosen, true), t(4, 64, 16));
+        assert_eq!(choose(FlashUse::Windows, 80, &chosen, false), t(4, 64, 32));
         // Not compiled (any more) for heads of 80: the default.
         let chosen = parse_tiles("full=8x64");
-        assert_eq!(choose(FlashUse::Full, 80, &chosen), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Full, 80, &chosen, false), t(4, 64, 32));
         // Not compiled for heads of 128: the default.
-        assert_eq!(choose(FlashUse::Causal, 128, &chosen), t(4, 32, 16));
+        assert_eq!(choose(FlashUse::Causal, 128, &chosen, false), t(4, 32, 16));
         // No default for full blocks of 128: what is compiled.
-        assert_eq!(choose(FlashUse::Full, 128, &chosen), t(4, 32, 16));
+        assert_eq!(choose(FlashUse::Full, 128, &chosen, false), t(4, 32, 16));
+        // Hopper's products where the GPU has them, else the default.
+        let chosen = parse_tiles("causal=12x64h,full=4x64x32");
+        assert_eq!(choose(FlashUse::Causal, 128, &chosen, true), h(12, 64));
+        assert_eq!(choose(FlashUse::Causal, 128, &chosen, false), t(4, 32, 16));
+        assert_eq!(choose(FlashUse::Full, 80, &chosen, true), t(4, 64, 32));
     }
 
     #[test]
@@ -238,23 +292,42 @@ mod tests {
             t(4, 32, 32).kernel_name(128),
             "flash_attention_d128_w4_n32_m2"
         );
+        assert_eq!(h(8, 64).kernel_name(80), "flash_wgmma_d80_g2_n64");
+        assert_eq!(h(12, 64).kernel_name(128), "flash_wgmma_d128_g3_n64");
         assert_eq!(t(4, 64, 32).to_string(), "4x64x32");
+        assert_eq!(h(8, 128).to_string(), "8x128h");
         assert_eq!(t(4, 32, 32).block_rows(), 128);
         for (_, tiling) in COMPILED {
             assert_eq!(
                 parse_tiles(&format!("full={tiling}")),
                 vec![(FlashUse::Full, tiling)]
             );
-            // The q tile passes through the key and value stages (static_assert there).
-            assert!(tiling.block_rows() <= 4 * tiling.keys, "{tiling}");
+            if tiling.hopper {
+                // Whole warpgroups.
+                assert_eq!(tiling.warps % 4, 0, "{tiling}");
+            } else {
+                // The q tile passes through the key and value stages (static_assert there).
+                assert!(tiling.block_rows() <= 4 * tiling.keys, "{tiling}");
+            }
         }
     }
 
     #[test]
     fn shared_memory_fits_the_default_limit() {
         for (dim, tiling) in COMPILED {
-            assert!(smem_bytes(dim, tiling) <= 48 * 1024, "{dim} {tiling:?}");
+            let limit = if tiling.hopper { 227 } else { 48 } * 1024;
+            assert!(smem_bytes(dim, tiling) <= limit, "{dim} {tiling:?}");
         }
         assert_eq!(smem_bytes(80, t(8, 64, 16)), 4 * 64 * 88 * 2);
+        assert_eq!(smem_bytes(80, h(8, 64)), (128 + 384) * 80 * 2);
+    }
+
+    #[test]
+    fn the_hopper_kernels_are_the_ones_flash_hopper_cu_builds() {
+        let source = include_str!("../kernels/flash_hopper.cu");
+        for (dim, tiling) in COMPILED.iter().filter(|(_, t)| t.hopper) {
+            let line = format!("FLASH_WGMMA({dim}, {}, {}, ", tiling.warps / 4, tiling.keys);
+            assert!(source.contains(&line), "{line}");
+        }
     }
 }

@@ -1,22 +1,49 @@
-//! The flash-attention kernel of src/kernels/flash_attention.cu (`flash_attention_d*`):
+//! The flash-attention kernels of src/kernels/flash_attention.cu (`flash_attention_d*`, any
+//! GPU) and src/kernels/flash_hopper.cu (`flash_wgmma_d*`, Hopper's warpgroup products):
 //! attention over per-row key ranges (the vision tower) or causal over a cached prefix (the
 //! language model), without materializing the scores.
+
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::cuda::WrapErr;
 use candle_core::cuda::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda::cudarc::driver::{
     DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
-use candle_core::{DType, Result, Shape, Tensor, bail};
+use candle_core::{CudaDevice, DType, Result, Shape, Tensor, bail};
 use half::bf16;
 
 use super::super::flash_tiles::{
     FlashUse, Tiling, compiled_for, smem_bytes, tiling_for, tiling_for_causal,
 };
-use super::{FLASH_ATTENTION, Kernel, lock, output, tensor, view};
+use super::{FLASH_ATTENTION, FLASH_HOPPER, Kernel, lock, output, tensor, view};
 
 /// Head sizes the fused flash-attention kernel is compiled for.
 const FLASH_DIMS: [usize; 4] = [16, 64, 80, 128];
+
+/// Whether the warpgroup kernels of flash_hopper.cu run on `dev`: a GPU of compute
+/// capability 9.0 (H100, H200), and the file built for it (sm_90a; built for any other
+/// target it holds no kernel). Asked of the driver once per GPU.
+pub fn hopper_flash(dev: &CudaDevice) -> bool {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    if !*BUILT.get_or_init(|| super::ptx::FLASH_HOPPER.contains(".entry flash_wgmma")) {
+        return false;
+    }
+    static SEEN: Mutex<Vec<(usize, bool)>> = Mutex::new(Vec::new());
+    let ordinal = dev.cuda_stream().context().ordinal();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, yes)) = seen.iter().find(|(o, _)| *o == ordinal) {
+        return *yes;
+    }
+    let yes = dev.cuda_stream().context().compute_capability().ok() == Some((9, 0));
+    seen.push((ordinal, yes));
+    yes
+}
+
+/// The tilings that run on `dev` for heads of `dim` values.
+pub fn flash_tilings(dim: usize, dev: &CudaDevice) -> Vec<Tiling> {
+    compiled_for(dim, hopper_flash(dev))
+}
 
 /// Whether [`flash_rows`] and [`flash_causal`] run for heads of `dim` values of `dtype`.
 pub fn flash_supported(dim: usize, dtype: DType) -> bool {
@@ -126,10 +153,10 @@ fn launch(
         Some([lo, hi]) => Some([view::<u32>(lo)?, view::<u32>(hi)?]),
         None => None,
     };
-    if !compiled_for(dim).contains(&tiling) {
-        bail!("flash attention is not compiled for {tiling:?} at heads of {dim}");
-    }
     let dev = q.device().as_cuda_device()?;
+    if !flash_tilings(dim, dev).contains(&tiling) {
+        bail!("flash attention is not compiled for {tiling:?} at heads of {dim} on this GPU");
+    }
     let mut out = output::<bf16>(dev, out_shape.elem_count())?;
     let stream = dev.cuda_stream();
     // Each pointer's guard orders the kernel after earlier writes of its memory (where
@@ -154,7 +181,12 @@ fn launch(
         shared_mem_bytes: smem,
     };
     let name = tiling.kernel_name(dim);
-    let kernel = Kernel::load(dev, FLASH_ATTENTION, &name)?;
+    let module = if tiling.hopper {
+        FLASH_HOPPER
+    } else {
+        FLASH_ATTENTION
+    };
+    let kernel = Kernel::load(dev, module, &name)?;
     // More than 48 KiB of dynamic shared memory must be asked for per kernel.
     if smem > 48 * 1024 {
         kernel
@@ -221,7 +253,8 @@ pub fn flash_rows(
     let strides = Strides::rows_major(heads, rows, dim);
     let params = params(rows, 1, scale, [strides; 3]);
     let out_shape = Shape::from((rows, heads, dim));
-    let tiling_ = tiling_.unwrap_or_else(|| tiling_for(use_, dim));
+    let hopper = hopper_flash(q.device().as_cuda_device()?);
+    let tiling_ = tiling_.unwrap_or_else(|| tiling_for(use_, dim, hopper));
     launch(
         params,
         (heads, 1),
@@ -287,7 +320,8 @@ pub fn flash_causal(
             (past_len as u32, (past_len * dim) as u32, dim as u32);
     }
     let out_shape = Shape::from((batch, n_q, heads * dim));
-    let tiling_ = tiling_.unwrap_or_else(|| tiling_for_causal(dim, n_q));
+    let hopper = hopper_flash(q.device().as_cuda_device()?);
+    let tiling_ = tiling_.unwrap_or_else(|| tiling_for_causal(dim, n_q, hopper));
     launch(
         params,
         (heads, batch),

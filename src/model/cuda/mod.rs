@@ -25,6 +25,7 @@ const ELEMENTWISE: Module = ("lychee_elementwise", ptx::ELEMENTWISE);
 const ROTARY: Module = ("lychee_rotary", ptx::ROTARY);
 const SOFTMAX: Module = ("lychee_softmax", ptx::SOFTMAX);
 const FLASH_ATTENTION: Module = ("lychee_flash_attention", ptx::FLASH_ATTENTION);
+const FLASH_HOPPER: Module = ("lychee_flash_hopper", ptx::FLASH_HOPPER);
 
 const THREADS: u32 = 256;
 
@@ -63,11 +64,11 @@ mod rotary;
 mod softmax;
 mod transfer;
 
-pub use super::flash_tiles::{FlashUse, Tiling, compiled_for as flash_tilings};
+pub use super::flash_tiles::{FlashUse, Tiling};
 pub use elementwise::{
     RMS_NORM_MAX_COLS, bias_add, bias_residual, bias_swiglu, residual_add, rms_norm,
 };
-pub use flash_attention::{flash_causal, flash_rows, flash_supported};
+pub use flash_attention::{flash_causal, flash_rows, flash_supported, flash_tilings};
 pub use gemm::{linear_residual, linear_residual_fits};
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};

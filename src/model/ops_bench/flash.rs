@@ -153,7 +153,7 @@ fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
                 None => None,
             };
             let mut first: Option<Tensor> = None;
-            for t in cuda::flash_tilings(80) {
+            for t in cuda::flash_tilings(80, device.as_cuda_device()?) {
                 let flash = || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32, use_, Some(t));
                 let out = heads_first(&flash()?)?;
                 let diff = match (&want, &first) {
@@ -254,7 +254,7 @@ fn text(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
             let want = reference(&qs, &ka, &va, &allowed, scale)?;
             let pairs: f64 = (0..n_q).map(|i| (past + q_off + i + 1) as f64).sum();
             let flops = 4.0 * pairs * 28.0 * 128.0 * batch as f64;
-            let tilings = cuda::flash_tilings(128);
+            let tilings = cuda::flash_tilings(128, device.as_cuda_device()?);
             for t in tilings {
                 let flash = || {
                     cuda::flash_causal(
