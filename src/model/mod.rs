@@ -24,6 +24,8 @@ mod memo;
 mod ops;
 mod ops_bench;
 pub mod preprocess;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod product_choices;
 mod profile;
 pub mod prompt;
 mod random;

@@ -252,27 +252,39 @@ pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Re
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub const FUSED_PRODUCT_MIN_K: usize = 2048;
 
-/// residual + x w^T (+ bias) for x (rows, k), w (n, k), residual (rows, n): on CUDA in bf16
-/// with k of at least [`FUSED_PRODUCT_MIN_K`], one cuBLASLt product that reads the residual
-/// as its C and adds the bias in its epilogue (one bf16 rounding of the sum instead of two,
-/// no pass over the product); elsewhere the product, then [`bias_residual`].
+/// residual + x w^T (+ bias) for x (rows, k), w (n, k), residual (rows, n): on CUDA in bf16,
+/// one cuBLASLt product that reads the residual as its C and adds the bias in its epilogue
+/// (one bf16 rounding of the sum instead of two, no pass over the product), or the product
+/// and then [`bias_residual`], whichever the GPU ran fastest the first time a product of this
+/// size came (`cuda::linear_residual_tuned`; kept on disk for the next runs). At a batch of
+/// eight on the H200 (`bench --ops`), the vision tower's output projection took 201 us with
+/// cuBLASLt's first guess, 165-167 with the fastest of its candidates and 206-222 as the
+/// product and the pass; its MLP down projection 421-424, 397-400 and 426-432. That choice
+/// runs with `LYCHEE_TUNED_PRODUCTS=1`; by default, cuBLASLt's first guess from an inner
+/// size of [`FUSED_PRODUCT_MIN_K`], elsewhere the product, then [`bias_residual`].
 pub fn linear_residual(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     residual: &Tensor,
 ) -> Result<Tensor> {
+    let unfused = || bias_residual(&x.matmul(&w.t()?)?, bias, residual);
     #[cfg(feature = "cuda")]
-    if fused_products()
-        && x.dim(candle_core::D::Minus1)? >= FUSED_PRODUCT_MIN_K
-        && super::cuda::linear_residual_fits(x, w, bias, residual)
-    {
+    if fused_products() && super::cuda::linear_residual_fits(x, w, bias, residual) {
+        if tuned_products() {
+            let unfused = || unfused().map_err(|e| candle_core::Error::Msg(e.to_string()));
+            return Ok(super::cuda::linear_residual_tuned(
+                x, w, bias, residual, &unfused,
+            )?);
+        }
         // None: no cuBLASLt algorithm for this shape on this GPU.
-        if let Some(y) = super::cuda::linear_residual(x, w, bias, residual)? {
+        if x.dim(candle_core::D::Minus1)? >= FUSED_PRODUCT_MIN_K
+            && let Some(y) = super::cuda::linear_residual(x, w, bias, residual)?
+        {
             return Ok(y);
         }
     }
-    bias_residual(&x.matmul(&w.t()?)?, bias, residual)
+    unfused()
 }
 
 /// Whether [`linear_residual`] fuses on CUDA: on unless the environment sets
@@ -281,6 +293,16 @@ pub fn linear_residual(
 fn fused_products() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("LYCHEE_FUSED_PRODUCTS").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Whether [`linear_residual`] picks by measurement on CUDA: only where the environment
+/// sets `LYCHEE_TUNED_PRODUCTS=1`. Measured on the H200 (docs/PERFORMANCE.md), the choice
+/// gained 0.3 % over a 256-photo ranking, within the spread between runs, and its scores
+/// were not yet checked against transformers, so it is not the default.
+#[cfg(feature = "cuda")]
+fn tuned_products() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LYCHEE_TUNED_PRODUCTS").is_ok_and(|v| v.trim() == "1"))
 }
 
 /// residual + x, both of the same shape.

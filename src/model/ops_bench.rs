@@ -13,6 +13,8 @@ use super::ops::{ScoreMask, masked_softmax};
 mod flash;
 #[cfg(feature = "cuda")]
 mod passes;
+#[cfg(feature = "cuda")]
+mod products;
 
 /// One measured operation.
 #[derive(Debug, Clone)]
@@ -205,6 +207,7 @@ pub fn bench_ops(
     }
     #[cfg(feature = "cuda")]
     if dtype == DType::BF16 {
+        products::run(device, &mut report)?;
         passes::run(device, &mut report)?;
         flash::run(device, &mut report)?;
     }

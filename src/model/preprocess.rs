@@ -234,6 +234,47 @@ impl PhotoInput {
     }
 }
 
+/// Copies `parts` one after the other into `dst` (as long as all of them together), on up to
+/// eight threads: a batch of eight 1024x768 photos is 75 MB of bf16 pixels, which one thread
+/// copies into the page-locked upload buffer in about 15 ms, long enough for the GPU to run
+/// out of queued work.
+pub fn concat_into<T: Copy + Send + Sync>(dst: &mut [T], parts: &[&[T]]) {
+    /// Values one thread copies at a time (2 MiB of bf16).
+    const PIECE: usize = 1 << 20;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    assert_eq!(dst.len(), total, "the destination holds exactly the parts");
+    let mut pieces: Vec<(&mut [T], &[T])> = Vec::new();
+    let mut rest = dst;
+    for part in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part.len());
+        rest = tail;
+        pieces.extend(head.chunks_mut(PIECE).zip(part.chunks(PIECE)));
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(pieces.len());
+    if threads <= 1 {
+        for (d, s) in pieces {
+            d.copy_from_slice(s);
+        }
+        return;
+    }
+    let mut shares: Vec<Vec<(&mut [T], &[T])>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        shares[i % threads].push(piece);
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || {
+                for (d, s) in share {
+                    d.copy_from_slice(s);
+                }
+            });
+        }
+    });
+}
+
 /// Resizes, normalizes and patches `image` for a model of shape `vision`.
 pub fn preprocess(
     image: &Rgb8,
@@ -326,6 +367,27 @@ pub fn patchify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concat_into_copies_parts_in_order_across_pieces() {
+        // Parts of uneven sizes, one larger than a thread's piece, one empty.
+        let parts: Vec<Vec<u32>> = [3usize, (1 << 20) + 5, 0, 7]
+            .iter()
+            .scan(0u32, |next, &n| {
+                let v: Vec<u32> = (*next..*next + n as u32).collect();
+                *next += n as u32;
+                Some(v)
+            })
+            .collect();
+        let refs: Vec<&[u32]> = parts.iter().map(|p| p.as_slice()).collect();
+        let total: usize = refs.iter().map(|p| p.len()).sum();
+        let mut dst = vec![u32::MAX; total];
+        concat_into(&mut dst, &refs);
+        assert!(dst.iter().enumerate().all(|(i, &v)| v == i as u32));
+        let mut one = vec![0u32; 3];
+        concat_into(&mut one, &[&[7, 8, 9]]);
+        assert_eq!(one, [7, 8, 9]);
+    }
 
     const F: usize = 28;
 

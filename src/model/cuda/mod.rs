@@ -69,7 +69,10 @@ pub use elementwise::{
     RMS_NORM_MAX_COLS, bias_add, bias_residual, bias_swiglu, residual_add, rms_norm,
 };
 pub use flash_attention::{flash_causal, flash_rows, flash_supported, flash_tilings};
-pub use gemm::{linear_residual, linear_residual_fits};
+pub use gemm::{
+    Pick, linear_lt, linear_lt_candidates, linear_residual, linear_residual_fits,
+    linear_residual_tuned,
+};
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};
 pub use transfer::Transfers;

@@ -17,6 +17,7 @@ use candle_core::cuda::cudarc::driver::{CudaEvent, CudaStream, PinnedHostSlice};
 use candle_core::{CudaDevice, Result, Tensor, bail};
 use half::bf16;
 
+use super::super::preprocess::concat_into;
 use super::super::profile::mark_stream;
 use super::{lock, tensor, view};
 
@@ -69,11 +70,8 @@ impl Transfers {
         }
         let host = self.host.as_mut().expect("made above");
         let values = &mut host.as_mut_slice().w()?[..n];
-        let mut at = 0;
-        for part in parts {
-            values[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
+        mark_stream("fill", &self.copy);
+        concat_into(values, parts);
         // The batch's device memory is allocated on the copy stream and written there; the
         // tensor made of it belongs to the main stream, which frees it in its own order once
         // the vision tower has read it.
@@ -85,6 +83,7 @@ impl Transfers {
         mark_stream("landed", &self.copy);
         let main = dev.cuda_stream();
         main.wait(&self.copied).w()?;
+        mark_stream("waited", &main);
         // SAFETY: the pointer was allocated for `n` values and is owned by nothing else once
         // leaked; the main stream uses it only after the event above.
         let owned = unsafe { main.upgrade_device_ptr::<bf16>(landed.leak(), n) };
