@@ -168,6 +168,23 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_score_comes_back_to_the_bit() {
+        // serde_json's default float parsing can land one unit in the last place away
+        // (0.48289783888173893 came back as 0.482897838881739); a cached answer must be
+        // the score computed.
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = ScoreCache::open(&dir.path().join("s.sqlite3")).unwrap();
+        let mut x = 0.48289783888173893f64;
+        for i in 0..2000 {
+            let key = format!("q{i}");
+            cache.put(&key, "h", &score(x)).unwrap();
+            let back: Output = cache.get(&key, "h").unwrap().unwrap();
+            assert_eq!(back.score.to_bits(), x.to_bits(), "{x:?}");
+            x = (x * 7.123456789 + 0.1).fract();
+        }
+    }
+
+    #[test]
     fn stores_and_finds_scores_by_query_and_content() {
         let dir = tempfile::tempdir().unwrap();
         let (cache, warning) = ScoreCache::open(&dir.path().join("s.sqlite3")).unwrap();
