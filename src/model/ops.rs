@@ -252,16 +252,18 @@ pub fn bias_residual(x: &Tensor, bias: Option<&Tensor>, residual: &Tensor) -> Re
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub const FUSED_PRODUCT_MIN_K: usize = 2048;
 
-/// residual + x w^T (+ bias) for x (rows, k), w (n, k), residual (rows, n): on CUDA in bf16,
-/// one cuBLASLt product that reads the residual as its C and adds the bias in its epilogue
-/// (one bf16 rounding of the sum instead of two, no pass over the product), or the product
-/// and then [`bias_residual`], whichever the GPU ran fastest the first time a product of this
-/// size came (`cuda::linear_residual_tuned`; kept on disk for the next runs). At a batch of
-/// eight on the H200 (`bench --ops`), the vision tower's output projection took 201 us with
-/// cuBLASLt's first guess, 165-167 with the fastest of its candidates and 206-222 as the
-/// product and the pass; its MLP down projection 421-424, 397-400 and 426-432. That choice
-/// runs with `LYCHEE_TUNED_PRODUCTS=1`; by default, cuBLASLt's first guess from an inner
-/// size of [`FUSED_PRODUCT_MIN_K`], elsewhere the product, then [`bias_residual`].
+/// residual + x w^T (+ bias) for x (rows, k), w (n, k), residual (rows, n). On CUDA in bf16,
+/// from an inner size of [`FUSED_PRODUCT_MIN_K`]: one cuBLASLt product with its first-guess
+/// algorithm, which reads the residual as its C and adds the bias in its epilogue (one bf16
+/// rounding of the sum instead of two, no pass over the product); below it, and elsewhere,
+/// the product and then [`bias_residual`].
+///
+/// With `LYCHEE_TUNED_PRODUCTS=1`, instead, whichever of cuBLASLt's candidates and the
+/// product-then-pass the GPU ran fastest the first time a product of this size came
+/// (`cuda::linear_residual_tuned`; kept on disk for the next runs). At a batch of eight on the
+/// H200 (`bench --ops`), the vision tower's output projection took 201 us with the first
+/// guess, 165-167 with the fastest candidate and 206-222 as the product and the pass; its
+/// MLP down projection 421-424, 397-400 and 426-432.
 pub fn linear_residual(
     x: &Tensor,
     w: &Tensor,

@@ -5,7 +5,8 @@
 //! runs cuBLASLt's first guess, a candidate it is told (`bench --ops` times them all), or,
 //! through [`linear_residual_tuned`], what the GPU ran fastest the first time a product of
 //! its size came: each candidate and the unfused product-then-pass, measured on the device
-//! and kept on disk ([`super::super::product_choices`]) for the next runs.
+//! and kept on disk ([`super::super::product_choices`]) for the next runs. The candidates
+//! and what cuBLASLt says of them are in gemm/algos.rs, the measured choice in gemm/tune.rs.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -18,8 +19,15 @@ use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use candle_core::{CudaDevice, DType, Result, Tensor, bail};
 use half::bf16;
 
-use super::super::product_choices::{Choices, Stored};
+use super::super::product_choices::Choices;
 use super::{lock, output, tensor, view};
+
+mod algos;
+mod tune;
+
+use algos::candidates_of;
+pub use algos::linear_lt_candidates;
+use tune::Choice;
 
 /// The workspace NVIDIA recommends for Hopper's products (32 MiB).
 const WORKSPACE_BYTES: usize = 32 << 20;
@@ -53,25 +61,6 @@ struct Lt {
     stored: Mutex<Choices>,
     /// The GPU and cuBLASLt version the stored choices hold for.
     device_key: String,
-}
-
-/// What a tuned product runs.
-#[derive(Clone, Copy)]
-enum Choice {
-    Algo(sys::cublasLtMatmulAlgo_t),
-    /// The product, then the pass that adds the residual (and bias).
-    Unfused,
-}
-
-/// The stored key of a shape's size class: the GPU, cuBLASLt's version, the sizes and
-/// alignments, but the rows only by their power of two (a batch's photos vary in size: what
-/// ran fastest for 31 968 rows is taken for 30 000 without measuring again).
-fn class_key(lt: &Lt, (n, rows, k, bias, residual, aligns): Shape) -> String {
-    format!(
-        "{} | n {n} k {k} bias {bias} residual {residual} rows 2^{} align {aligns:?}",
-        lt.device_key,
-        rows.max(1).ilog2()
-    )
 }
 
 // SAFETY: a cuBLASLt handle may be used from any thread (NVIDIA's documentation), and all of
@@ -404,24 +393,7 @@ fn product(
                 }
             }
             Mode::Tuned(unfused) => {
-                let known = lt
-                    .chosen
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&key)
-                    .copied();
-                let choice = match known {
-                    Some(c) => c,
-                    None => {
-                        let c = choose(&lt, &described, key, &candidates, &launch, unfused)?;
-                        lt.chosen
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(key, c);
-                        c
-                    }
-                };
-                match choice {
+                match tune::choice(&lt, &described, key, &candidates, &launch, unfused)? {
                     Choice::Algo(a) => a,
                     Choice::Unfused => return Ok(None),
                 }
@@ -430,317 +402,4 @@ fn product(
         launch(&algo)?;
     }
     Ok(Some(tensor(out, dev, (rows, n))))
-}
-
-/// What a tuned product of shape `key` runs: the stored choice of its size class where
-/// cuBLASLt says that algorithm runs this shape, else what [`measure`] finds (stored for the
-/// class when it had none).
-fn choose(
-    lt: &Lt,
-    described: &Described,
-    key: Shape,
-    candidates: &[sys::cublasLtMatmulAlgo_t],
-    launch: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> Result<()>,
-    unfused: &dyn Fn() -> Result<Tensor>,
-) -> Result<Choice> {
-    let class = class_key(lt, key);
-    let stored = lt
-        .stored
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&class);
-    match stored {
-        Some(Stored::Unfused) => return Ok(Choice::Unfused),
-        Some(Stored::Algo(data)) => {
-            let algo = sys::cublasLtMatmulAlgo_t { data };
-            if runs(lt, described, &algo) {
-                return Ok(Choice::Algo(algo));
-            }
-        }
-        None => {}
-    }
-    let tuned: Vec<_> = candidates
-        .iter()
-        .copied()
-        .filter(|a| splits_k(a) <= 1)
-        .collect();
-    let choice = measure(lt, &tuned, launch, unfused)?;
-    if stored.is_none() {
-        let keep = match choice {
-            Choice::Algo(a) => Stored::Algo(a.data),
-            Choice::Unfused => Stored::Unfused,
-        };
-        // A file that cannot be written only means measuring again in the next run.
-        let _ = lt
-            .stored
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(class, keep);
-    }
-    Ok(choice)
-}
-
-/// The fastest of `candidates` (run through `launch`) and `unfused` on the device: after
-/// about 20 ms of the first candidate (the clock rises from idle), each runs once per round,
-/// in turn, for five rounds, and each is judged by its median. A candidate other than the
-/// first (cuBLASLt's own guess) is taken only when it is at least 3 % faster: the GPU's
-/// clock moves under its power limit by more than the smaller differences.
-fn measure(
-    lt: &Lt,
-    candidates: &[sys::cublasLtMatmulAlgo_t],
-    launch: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> Result<()>,
-    unfused: &dyn Fn() -> Result<Tensor>,
-) -> Result<Choice> {
-    use candle_core::cuda::WrapErr;
-    use candle_core::cuda::cudarc::driver::sys::CUevent_flags;
-    const ROUNDS: usize = 5;
-    const WARM_MS: f32 = 20.0;
-    const MARGIN: f32 = 0.97;
-    let stream = &lt.stream;
-    let event = || {
-        stream
-            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .w()
-    };
-    // Candidates that fail to start are left out.
-    let contenders: Vec<Choice> = candidates
-        .iter()
-        .filter(|a| launch(a).is_ok())
-        .map(|a| Choice::Algo(*a))
-        .chain([Choice::Unfused])
-        .collect();
-    let run = |c: &Choice| -> Result<()> {
-        match c {
-            Choice::Algo(a) => launch(a),
-            Choice::Unfused => unfused().map(drop),
-        }
-    };
-    let start = event()?;
-    run(&contenders[0])?;
-    let end = event()?;
-    let once = start.elapsed_ms(&end).w()?.max(0.001);
-    for _ in 0..((WARM_MS / once).ceil() as usize).min(200) {
-        run(&contenders[0])?;
-    }
-    let mut marks = Vec::with_capacity(ROUNDS * contenders.len());
-    for _ in 0..ROUNDS {
-        for c in &contenders {
-            let start = event()?;
-            run(c)?;
-            marks.push((start, event()?));
-        }
-    }
-    let mut medians = Vec::with_capacity(contenders.len());
-    for (i, _) in contenders.iter().enumerate() {
-        let mut times = (0..ROUNDS)
-            .map(|r| {
-                let (s, e) = &marks[r * contenders.len() + i];
-                s.elapsed_ms(e).w()
-            })
-            .collect::<Result<Vec<f32>>>()?;
-        times.sort_by(f32::total_cmp);
-        medians.push(times[ROUNDS / 2]);
-    }
-    let fastest = (0..contenders.len())
-        .min_by(|&a, &b| medians[a].total_cmp(&medians[b]))
-        .unwrap_or(0);
-    Ok(if medians[fastest] < MARGIN * medians[0] {
-        contenders[fastest]
-    } else {
-        contenders[0]
-    })
-}
-
-/// Whether cuBLASLt says `algo` runs the product `described` within the workspace.
-fn runs(lt: &Lt, described: &Described, algo: &sys::cublasLtMatmulAlgo_t) -> bool {
-    let [a, b, c] = described.layouts;
-    let mut result = std::mem::MaybeUninit::<sys::cublasLtMatmulHeuristicResult_t>::uninit();
-    // SAFETY: live descriptors and algorithm; cuBLASLt writes the result when it succeeds.
-    let status = unsafe {
-        sys::cublasLtMatmulAlgoCheck(
-            lt.handle,
-            described.desc,
-            a,
-            b,
-            c,
-            c,
-            algo,
-            result.as_mut_ptr(),
-        )
-    };
-    status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
-        // SAFETY: written, since the check succeeded.
-        && unsafe { result.assume_init() }.workspaceSize <= WORKSPACE_BYTES
-}
-
-/// Into how many parts `algo` splits the inner dimension (1: none).
-fn splits_k(algo: &sys::cublasLtMatmulAlgo_t) -> i64 {
-    algo_attr(
-        algo,
-        sys::cublasLtMatmulAlgoConfigAttributes_t::CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
-    )
-}
-
-/// A u32 attribute of a cuBLASLt algorithm's configuration; -1 where it has none.
-fn algo_attr(
-    algo: &sys::cublasLtMatmulAlgo_t,
-    attr: sys::cublasLtMatmulAlgoConfigAttributes_t,
-) -> i64 {
-    let mut v: u32 = 0;
-    let mut written = 0usize;
-    // SAFETY: reads one attribute of a live algorithm into a value of its size.
-    let r = unsafe {
-        sys::cublasLtMatmulAlgoConfigGetAttribute(
-            algo,
-            attr,
-            (&mut v) as *mut u32 as *mut c_void,
-            size_of::<u32>(),
-            &mut written,
-        )
-    };
-    if r == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-        v as i64
-    } else {
-        -1
-    }
-}
-
-/// What cuBLASLt says of each candidate algorithm for this product (its id, tile, stages,
-/// split of k and waves), in its order; empty where it has none.
-pub fn linear_lt_candidates(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-) -> Result<Vec<String>> {
-    // One product asks for the candidates and keeps them; this reads them back.
-    if linear_lt(x, w, bias, residual, Pick::First)?.is_none() {
-        return Ok(Vec::new());
-    }
-    let dev = x.device().as_cuda_device()?;
-    let lt = handle_of(dev)?;
-    let (rows, k) = x.dims2()?;
-    let n = w.dim(0)?;
-    let list = lt.candidates.lock().unwrap_or_else(|e| e.into_inner());
-    let found = list
-        .iter()
-        .find(|((m, nn, kk, b, r, _), _)| {
-            (*m, *nn, *kk, *b, *r)
-                == (
-                    n as u64,
-                    rows as u64,
-                    k as u64,
-                    bias.is_some(),
-                    residual.is_some(),
-                )
-        })
-        .map(|(_, c)| c.clone())
-        .unwrap_or_else(|| Arc::from(Vec::new()));
-    Ok(found.iter().map(describe_algo).collect())
-}
-
-/// "algo 66 tile 18 stages 20 split 1 cluster 2" for a cuBLASLt algorithm.
-fn describe_algo(algo: &sys::cublasLtMatmulAlgo_t) -> String {
-    use sys::cublasLtMatmulAlgoConfigAttributes_t as C;
-    let get = |attr: C| algo_attr(algo, attr);
-    format!(
-        "algo {} tile {} stages {} split {} cluster {}",
-        get(C::CUBLASLT_ALGO_CONFIG_ID),
-        get(C::CUBLASLT_ALGO_CONFIG_TILE_ID),
-        get(C::CUBLASLT_ALGO_CONFIG_STAGES_ID),
-        get(C::CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
-        get(C::CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
-    )
-}
-
-/// The candidates of `key`, asked of cuBLASLt the first time.
-fn candidates_of(
-    lt: &Lt,
-    key: Shape,
-    described: &Described,
-) -> Result<Arc<[sys::cublasLtMatmulAlgo_t]>> {
-    if let Some(c) = lt
-        .candidates
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
-        return Ok(c.clone());
-    }
-    // SAFETY: the descriptors are live.
-    let found: Arc<[_]> = unsafe { find_algos(lt, described, key.5) }?.into();
-    lt.candidates
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, found.clone());
-    Ok(found)
-}
-
-/// cuBLASLt's algorithms for the product `described` with the workspace and these pointer
-/// alignments, best guess first; empty where it has none.
-///
-/// # Safety
-/// The descriptors must be live.
-unsafe fn find_algos(
-    lt: &Lt,
-    described: &Described,
-    aligns: [u32; 4],
-) -> Result<Vec<sys::cublasLtMatmulAlgo_t>> {
-    use sys::cublasLtMatmulPreferenceAttributes_t as P;
-    let [a, b, c] = described.layouts;
-    // SAFETY (all of the block): the preference is made, used and destroyed here.
-    unsafe {
-        let pref = cublas(lt::create_matmul_pref(), "preference")?;
-        let set = |attr: P, value: *const c_void, size: usize| {
-            cublas(
-                lt::set_matmul_pref_attribute(pref, attr, value, size),
-                "preference",
-            )
-        };
-        let found = (|| {
-            set(
-                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                (&WORKSPACE_BYTES) as *const usize as *const c_void,
-                size_of::<usize>(),
-            )?;
-            let which = [
-                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-            ];
-            for (attr, align) in which.into_iter().zip(&aligns) {
-                set(attr, align as *const u32 as *const c_void, size_of::<u32>())?;
-            }
-            let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> =
-                Vec::with_capacity(CANDIDATES);
-            let mut count: i32 = 0;
-            let status = sys::cublasLtMatmulAlgoGetHeuristic(
-                lt.handle,
-                described.desc,
-                a,
-                b,
-                c,
-                c,
-                pref,
-                CANDIDATES as i32,
-                results.as_mut_ptr(),
-                &mut count,
-            );
-            match status {
-                sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS => {}
-                sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => return Ok(Vec::new()),
-                e => return cublas(Err(lt::CublasError(e)), "algorithm search"),
-            }
-            // SAFETY: cuBLASLt wrote `count` (at most CANDIDATES) results.
-            results.set_len((count.max(0) as usize).min(CANDIDATES));
-            Ok(results
-                .into_iter()
-                .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
-                .map(|r| r.algo)
-                .collect())
-        })();
-        let _ = lt::destroy_matmul_pref(pref);
-        found
-    }
 }
