@@ -23,12 +23,17 @@ struct FlashParams {
     float scale_log2;
     Strides q_strides, k_strides, o_strides;
     uint32_t past_head, past_row;    // strides of the cached prefix
+    // Where each block's query rows start, one entry per block and one past the last block
+    // (at most a block's rows apart), so that no block straddles two segments; null:
+    // blocks of a block's rows each from row 0.
+    const uint32_t *starts;
 };
 static_assert(sizeof(Strides) == 12, "Strides must match src/model/cuda/flash_attention.rs");
 static_assert(offsetof(FlashParams, n_q) == 64, "FlashParams must match src/model/cuda/flash_attention.rs");
 static_assert(offsetof(FlashParams, q_strides) == 88, "FlashParams must match src/model/cuda/flash_attention.rs");
 static_assert(offsetof(FlashParams, past_head) == 124, "FlashParams must match src/model/cuda/flash_attention.rs");
-static_assert(sizeof(FlashParams) == 136, "FlashParams must match src/model/cuda/flash_attention.rs");
+static_assert(offsetof(FlashParams, starts) == 136, "FlashParams must match src/model/cuda/flash_attention.rs");
+static_assert(sizeof(FlashParams) == 144, "FlashParams must match src/model/cuda/flash_attention.rs");
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -45,9 +50,22 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool real
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// The keys query row i sees, lo .. hi (exclusive); none for rows past n_q.
-__device__ __forceinline__ void row_keys(const FlashParams &p, uint32_t i, uint32_t &lo, uint32_t &hi) {
-    if (i >= p.n_q) {
+// The query rows block `tile` owns, m0 .. end (exclusive): from the table of starts where
+// there is one, else BM rows from tile * BM; never past n_q.
+template <int BM> __device__ __forceinline__ void block_rows(const FlashParams &p, uint32_t tile, uint32_t &m0, uint32_t &end) {
+    if (p.starts) {
+        m0 = p.starts[tile];
+        end = min(p.starts[tile + 1], p.n_q);
+    } else {
+        m0 = tile * BM;
+        end = min(m0 + BM, p.n_q);
+    }
+}
+
+// The keys query row i sees, lo .. hi (exclusive); none for rows at or past `end` (the
+// block's last row).
+__device__ __forceinline__ void row_keys(const FlashParams &p, uint32_t i, uint32_t end, uint32_t &lo, uint32_t &hi) {
+    if (i >= end) {
         lo = hi = 0;
     } else if (p.causal) {
         lo = 0;
@@ -58,17 +76,17 @@ __device__ __forceinline__ void row_keys(const FlashParams &p, uint32_t i, uint3
     }
 }
 
-// The keys any of the block's rows m0 .. m0 + ROWS sees, into range[0] .. range[1]
+// The keys any of the block's rows m0 .. end (at most ROWS) sees, into range[0] .. range[1]
 // (shared). Every thread of the block calls it; read range only after a barrier.
-template <int ROWS> __device__ void block_keys(const FlashParams &p, uint32_t m0, uint32_t *range) {
+template <int ROWS> __device__ void block_keys(const FlashParams &p, uint32_t m0, uint32_t end, uint32_t *range) {
     if (threadIdx.x == 0) {
         range[0] = 0xffffffffu;
         range[1] = 0;
     }
     __syncthreads();
-    for (uint32_t r = threadIdx.x; r < ROWS && m0 + r < p.n_q; r += blockDim.x) {
+    for (uint32_t r = threadIdx.x; r < ROWS && m0 + r < end; r += blockDim.x) {
         uint32_t lo, hi;
-        row_keys(p, m0 + r, lo, hi);
+        row_keys(p, m0 + r, end, lo, hi);
         atomicMin(&range[0], lo);
         atomicMax(&range[1], hi);
     }

@@ -38,7 +38,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_b
 template <int D, int W, int BN, int MT> __device__ void flash_attention(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
-    const uint32_t n_q = p.n_q, q_off = p.q_off, past = p.past, group = p.group;
+    const uint32_t q_off = p.q_off, past = p.past, group = p.group;
     const int causal = p.causal;
     const float scale_log2 = p.scale_log2;
     const uint32_t q_sb = p.q_strides.batch, q_sh = p.q_strides.head, q_si = p.q_strides.row;
@@ -62,17 +62,19 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
     // Causal blocks of later queries see more keys: they start first, so that the short
     // ones fill the end of the grid.
     const uint32_t tile = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = tile * BM;
+    const uint32_t b = blockIdx.z, h = blockIdx.y;
+    uint32_t m0, end;
+    block_rows<BM>(p, tile, m0, end);
     const uint32_t kvh = h / group;
     const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
     const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
     const uint64_t p_base = (uint64_t)kvh * p_sh;
 
-    block_keys<BM>(p, m0, range);
+    block_keys<BM>(p, m0, end, range);
     for (int c = tid; c < BM * CH; c += blockDim.x) {
         const int r = c / CH, d8 = (c % CH) * 8;
         uint4 val = make_uint4(0, 0, 0, 0);
-        if (m0 + r < n_q) val = *reinterpret_cast<const uint4 *>(q + q_base + (uint64_t)(q_off + m0 + r) * q_si + d8);
+        if (m0 + r < end) val = *reinterpret_cast<const uint4 *>(q + q_base + (uint64_t)(q_off + m0 + r) * q_si + d8);
         *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = val;
     }
     __syncthreads();
@@ -93,7 +95,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int x = 0; x < 2; ++x) row_keys(p, m0 + warp * WR + mt * 16 + g + 8 * x, lo[mt][x], hi[mt][x]);
+        for (int x = 0; x < 2; ++x) row_keys(p, m0 + warp * WR + mt * 16 + g + 8 * x, end, lo[mt][x], hi[mt][x]);
     }
     const uint32_t kmin = range[0], kmax = range[1];
     __syncthreads();
@@ -247,7 +249,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
             l += __shfl_xor_sync(0xffffffff, l, 1);
             l += __shfl_xor_sync(0xffffffff, l, 2);
             const uint32_t i = m0 + warp * WR + mt * 16 + g + 8 * x;
-            if (i >= n_q) continue;
+            if (i >= end) continue;
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
 #pragma unroll

@@ -58,7 +58,7 @@ constexpr int STAGES = 3;
 template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
-    const uint32_t n_q = p.n_q, q_off = p.q_off, past = p.past, group = p.group;
+    const uint32_t q_off = p.q_off, past = p.past, group = p.group;
     const int causal = p.causal;
     const float scale_log2 = p.scale_log2;
     const uint32_t q_sb = p.q_strides.batch, q_sh = p.q_strides.head, q_si = p.q_strides.row;
@@ -76,18 +76,20 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
     const int wg = warp / 4;
     const uint32_t tile = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const uint32_t b = blockIdx.z, h = blockIdx.y, m0 = tile * BM;
+    const uint32_t b = blockIdx.z, h = blockIdx.y;
+    uint32_t m0, end;
+    block_rows<BM>(p, tile, m0, end);
     const uint32_t kvh = h / group;
     const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
     const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
     const uint64_t p_base = (uint64_t)kvh * p_sh;
 
-    block_keys<BM>(p, m0, range);
+    block_keys<BM>(p, m0, end, range);
     // The 16-byte chunk c of a tile: row (c / 8 CH) * 8 + c % 8, values 8 ((c / 8) % CH), so
     // that eight neighbouring threads fill one core matrix (128 contiguous bytes).
     for (int c = tid; c < BM * CH; c += NT) {
         const uint32_t r = (c / (8 * CH)) * 8 + c % 8, d8 = (c / 8) % CH;
-        const bool real = m0 + r < n_q;
+        const bool real = m0 + r < end;
         cp_async16(&qs[core_at<CH>(r, d8)], q + q_base + (uint64_t)(q_off + m0 + (real ? r : 0)) * q_si + d8 * 8, real);
     }
     __syncthreads();
@@ -98,7 +100,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
     const uint32_t row0 = m0 + wg * 64 + (warp % 4) * 16 + g;
     uint32_t lo[2], hi[2];
 #pragma unroll
-    for (int x = 0; x < 2; ++x) row_keys(p, row0 + 8 * x, lo[x], hi[x]);
+    for (int x = 0; x < 2; ++x) row_keys(p, row0 + 8 * x, end, lo[x], hi[x]);
 
     // k and v rows of tile t into its stage; rows at or past kmax are zeros.
     auto load_tile = [&](int t) {
@@ -250,7 +252,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
         l += __shfl_xor_sync(0xffffffff, l, 1);
         l += __shfl_xor_sync(0xffffffff, l, 2);
         const uint32_t i = row0 + 8 * x;
-        if (i >= n_q) continue;
+        if (i >= end) continue;
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         __nv_bfloat16 *dst = out + (uint64_t)b * o_sb + (uint64_t)h * o_sh + (uint64_t)i * o_si;
 #pragma unroll

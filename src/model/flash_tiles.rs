@@ -206,6 +206,21 @@ pub fn smem_bytes(dim: usize, tiling: Tiling) -> u32 {
     4 * tiling.keys * (dim as u32 + 8) * 2
 }
 
+/// Where the blocks of a launch over contiguous segments of rows (windows, photos) with
+/// boundaries `bounds` start when no block may straddle two segments: each segment cut into
+/// pieces of at most `block_rows` rows, then the end of the last segment. A block that
+/// straddles two windows loads the keys of both and masks half of them; one that stays in
+/// its window loads each key tile once. Empty segments give no block.
+pub fn block_starts(bounds: &[usize], block_rows: usize) -> Vec<u32> {
+    let block_rows = block_rows.max(1);
+    let mut starts = Vec::with_capacity(bounds.len());
+    for b in bounds.windows(2) {
+        starts.extend((b[0]..b[1]).step_by(block_rows).map(|r| r as u32));
+    }
+    starts.push(bounds.last().copied().unwrap_or(0) as u32);
+    starts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +344,27 @@ mod tests {
             let line = format!("FLASH_WGMMA({dim}, {}, {}, ", tiling.warps / 4, tiling.keys);
             assert!(source.contains(&line), "{line}");
         }
+    }
+
+    #[test]
+    fn blocks_follow_the_segments() {
+        // windows of 64, 16, 32 and 8 rows, as a photo's right and bottom edges give
+        let bounds = [0, 64, 80, 112, 120];
+        assert_eq!(block_starts(&bounds, 64), vec![0, 64, 80, 112, 120]);
+        assert_eq!(
+            block_starts(&bounds, 16),
+            vec![0, 16, 32, 48, 64, 80, 96, 112, 120]
+        );
+        // a photo longer than a block is cut, its last block short; an empty segment
+        // gives none
+        assert_eq!(
+            block_starts(&[0, 130, 130, 140], 64),
+            vec![0, 64, 128, 130, 140]
+        );
+        assert_eq!(block_starts(&[0], 64), vec![0]);
+        // no span is longer than a block, and every row is in one
+        let starts = block_starts(&[0, 3996, 7992], 128);
+        assert!(starts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 128));
+        assert_eq!(starts.len(), 2 * 32 + 1);
     }
 }

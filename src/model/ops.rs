@@ -28,6 +28,15 @@ pub fn flash_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("LYCHEE_FLASH").map_or(true, |v| v.trim() != "0"))
 }
 
+/// Whether the vision tower's flash-attention blocks follow its windows and photos (each
+/// block's rows in one segment) rather than every tiling's rows from row 0: on unless
+/// `LYCHEE_FLASH_BLOCKS=rows` (for side-by-side measurements).
+#[cfg(feature = "cuda")]
+pub fn flash_blocks_by_segment() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LYCHEE_FLASH_BLOCKS").map_or(true, |v| v.trim() != "rows"))
+}
+
 /// True when `t` can be read by the flash-attention kernel: bf16 on CUDA, contiguous,
 /// starting on a 16-byte boundary.
 #[cfg(feature = "cuda")]

@@ -343,6 +343,12 @@ struct Segments {
     /// device), for the flash-attention kernel; only made on CUDA.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     row_ranges: Option<(Tensor, Tensor)>,
+    /// The boundaries on the host, for the flash kernel's table of where its blocks start.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    host_bounds: Vec<usize>,
+    /// That table, made at the first launch (its rows a block depend on the tiling).
+    #[cfg(feature = "cuda")]
+    starts: std::sync::OnceLock<super::cuda::BlockStarts>,
 }
 
 impl Segments {
@@ -379,6 +385,9 @@ impl Segments {
                 count,
                 longest,
                 row_ranges,
+                host_bounds: bounds.to_vec(),
+                #[cfg(feature = "cuda")]
+                starts: std::sync::OnceLock::new(),
             });
         }
         let mut gather = Vec::with_capacity(count * longest);
@@ -401,7 +410,31 @@ impl Segments {
             count,
             longest,
             row_ranges,
+            host_bounds: bounds.to_vec(),
+            #[cfg(feature = "cuda")]
+            starts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the flash kernel's blocks of `block_rows` rows start so that each stays in its
+    /// segment (made once); none with `LYCHEE_FLASH_BLOCKS=rows`.
+    #[cfg(feature = "cuda")]
+    fn block_starts(
+        &self,
+        block_rows: u32,
+        device: &Device,
+    ) -> Result<Option<super::cuda::BlockStarts>> {
+        if !super::ops::flash_blocks_by_segment() {
+            return Ok(None);
+        }
+        if let Some(s) = self.starts.get()
+            && s.block_rows() == block_rows
+        {
+            return Ok(Some(s.clone()));
+        }
+        let fresh = super::cuda::BlockStarts::new(&self.host_bounds, block_rows, device)?;
+        let _ = self.starts.set(fresh.clone());
+        Ok(Some(fresh))
     }
 
     /// `q`, `k`, `v`: (rows, heads, dim). Returns (rows, heads * dim).
@@ -420,7 +453,20 @@ impl Segments {
             } else {
                 super::cuda::FlashUse::Full
             };
-            let out = super::cuda::flash_rows(q, k, v, lo, hi, scale as f32, use_, None)?;
+            // Blocks that follow the windows (and photos) read only their own keys.
+            let tiling = super::cuda::flash_tiling(use_, dim, q.device().as_cuda_device()?);
+            let starts = self.block_starts(tiling.block_rows(), q.device())?;
+            let out = super::cuda::flash_rows(
+                q,
+                k,
+                v,
+                lo,
+                hi,
+                starts.as_ref(),
+                scale as f32,
+                use_,
+                Some(tiling),
+            )?;
             return Ok(out.reshape((rows, heads * dim))?);
         }
         // Short segments (the windows) run as one fused kernel on CUDA.

@@ -14,7 +14,7 @@ use candle_core::{CudaDevice, DType, Result, Shape, Tensor, bail};
 use half::bf16;
 
 use super::super::flash_tiles::{
-    FlashUse, Tiling, compiled_for, smem_bytes, tiling_for, tiling_for_causal,
+    FlashUse, Tiling, block_starts, compiled_for, smem_bytes, tiling_for, tiling_for_causal,
 };
 use super::{FLASH_ATTENTION, FLASH_HOPPER, Kernel, lock, output, tensor, view};
 
@@ -48,6 +48,43 @@ pub fn flash_tilings(dim: usize, dev: &CudaDevice) -> Vec<Tiling> {
 /// Whether [`flash_rows`] and [`flash_causal`] run for heads of `dim` values of `dtype`.
 pub fn flash_supported(dim: usize, dtype: DType) -> bool {
     dtype == DType::BF16 && FLASH_DIMS.contains(&dim)
+}
+
+/// The tiling [`flash_rows`] takes for `use_` at heads of `dim` on `dev`.
+pub fn flash_tiling(use_: FlashUse, dim: usize, dev: &CudaDevice) -> Tiling {
+    tiling_for(use_, dim, hopper_flash(dev))
+}
+
+/// Where the blocks of a [`flash_rows`] launch start, on the GPU: the segments (windows,
+/// photos) cut into blocks of at most `block_rows` rows ([`block_starts`]), so that no block
+/// straddles two segments. For tilings of `block_rows` rows a block.
+#[derive(Clone)]
+pub struct BlockStarts {
+    block_rows: u32,
+    rows: u32,
+    blocks: u32,
+    table: Tensor,
+}
+
+impl BlockStarts {
+    /// The table for segments with boundaries `bounds` (in rows) and blocks of
+    /// `block_rows` rows, on `device`.
+    pub fn new(bounds: &[usize], block_rows: u32, device: &candle_core::Device) -> Result<Self> {
+        let table = block_starts(bounds, block_rows as usize);
+        let blocks = table.len() as u32 - 1;
+        let rows = *table.last().expect("the table ends with the rows' count");
+        Ok(BlockStarts {
+            block_rows,
+            rows,
+            blocks,
+            table: Tensor::new(table.as_slice(), device)?,
+        })
+    }
+
+    /// Rows a block of the tilings this table is for.
+    pub fn block_rows(&self) -> u32 {
+        self.block_rows
+    }
 }
 
 /// Strides, in values, of a (batch, heads, rows, dim) view with contiguous rows.
@@ -104,6 +141,7 @@ struct FlashParams {
     o_strides: Strides,
     past_head: u32,
     past_row: u32,
+    starts: u64,
 }
 
 // The same layout as flash_attention.cu asserts.
@@ -112,7 +150,8 @@ const _: () = {
     assert!(std::mem::offset_of!(FlashParams, n_q) == 64);
     assert!(std::mem::offset_of!(FlashParams, q_strides) == 88);
     assert!(std::mem::offset_of!(FlashParams, past_head) == 124);
-    assert!(std::mem::size_of::<FlashParams>() == 136);
+    assert!(std::mem::offset_of!(FlashParams, starts) == 136);
+    assert!(std::mem::size_of::<FlashParams>() == 144);
 };
 
 // SAFETY: plain old data of the layout the kernel declares.
@@ -120,13 +159,16 @@ unsafe impl DeviceRepr for FlashParams {}
 
 /// Fills in the device pointers of `params` and runs the kernel over `heads` x `batch`
 /// blocks of queries: `q`, `k`, `v`, the cached prefix `past` (or none), the per-query key
-/// ranges `ranges` (or none: causal). The output is a new tensor of `out_shape`.
+/// ranges `ranges` (or none: causal), where the blocks start (or none: every `tiling`'s
+/// rows). The output is a new tensor of `out_shape`.
+#[allow(clippy::too_many_arguments)]
 fn launch(
     mut params: FlashParams,
     (heads, batch): (usize, usize),
     [q, k, v]: [&Tensor; 3],
     past: Option<(&Tensor, &Tensor)>,
     ranges: Option<(&Tensor, &Tensor)>,
+    starts: Option<&BlockStarts>,
     out_shape: Shape,
     tiling: Tiling,
 ) -> Result<Tensor> {
@@ -153,6 +195,22 @@ fn launch(
         Some([lo, hi]) => Some([view::<u32>(lo)?, view::<u32>(hi)?]),
         None => None,
     };
+    if let Some(s) = starts
+        && (s.block_rows != tiling.block_rows() || s.rows != params.n_q)
+    {
+        bail!(
+            "flash attention: a table of blocks of {} rows over {} rows, for a tiling of {} over {}",
+            s.block_rows,
+            s.rows,
+            tiling.block_rows(),
+            params.n_q
+        );
+    }
+    let starts_locked = starts.map(|s| lock([&s.table]));
+    let starts_view = match &starts_locked {
+        Some([t]) => Some(view::<u32>(t)?),
+        None => None,
+    };
     let dev = q.device().as_cuda_device()?;
     if !flash_tilings(dim, dev).contains(&tiling) {
         bail!("flash attention is not compiled for {tiling:?} at heads of {dim} on this GPU");
@@ -169,14 +227,14 @@ fn launch(
         params.lo = keep(&mut guards, lo.device_ptr(&stream));
         params.hi = keep(&mut guards, hi.device_ptr(&stream));
     }
+    if let Some(t) = &starts_view {
+        params.starts = keep(&mut guards, t.device_ptr(&stream));
+    }
     params.out = keep(&mut guards, out.device_ptr_mut(&stream));
     let smem = smem_bytes(dim, tiling);
+    let blocks = starts.map_or(params.n_q.div_ceil(tiling.block_rows()), |s| s.blocks);
     let cfg = LaunchConfig {
-        grid_dim: (
-            params.n_q.div_ceil(tiling.block_rows()),
-            heads as u32,
-            batch as u32,
-        ),
+        grid_dim: (blocks, heads as u32, batch as u32),
         block_dim: (32 * tiling.warps, 1, 1),
         shared_mem_bytes: smem,
     };
@@ -228,7 +286,8 @@ fn params(n_q: usize, group: usize, scale: f32, [q, k, o]: [Strides; 3]) -> Flas
 
 /// Attention of `q`, `k`, `v` (rows, heads, dim), bf16 and contiguous, where query i sees
 /// keys `lo[i]` .. `hi[i]` (u32, one per row, on the same GPU), tiled for `use_` (or as
-/// `tiling` says). Returns (rows, heads, dim).
+/// `tiling` says), the blocks starting where `starts` says (made for the tiling's rows a
+/// block) or every tiling's rows. Returns (rows, heads, dim).
 #[allow(clippy::too_many_arguments)]
 pub fn flash_rows(
     q: &Tensor,
@@ -236,6 +295,7 @@ pub fn flash_rows(
     v: &Tensor,
     lo: &Tensor,
     hi: &Tensor,
+    starts: Option<&BlockStarts>,
     scale: f32,
     use_: FlashUse,
     tiling_: Option<Tiling>,
@@ -261,6 +321,7 @@ pub fn flash_rows(
         [q, k, v],
         None,
         Some((lo, hi)),
+        starts,
         out_shape,
         tiling_,
     )
@@ -327,6 +388,7 @@ pub fn flash_causal(
         (heads, batch),
         [q, k, v],
         past,
+        None,
         None,
         out_shape,
         tiling_,

@@ -68,7 +68,9 @@ pub use super::flash_tiles::{FlashUse, Tiling};
 pub use elementwise::{
     RMS_NORM_MAX_COLS, bias_add, bias_residual, bias_swiglu, residual_add, rms_norm,
 };
-pub use flash_attention::{flash_causal, flash_rows, flash_supported, flash_tilings};
+pub use flash_attention::{
+    BlockStarts, flash_causal, flash_rows, flash_supported, flash_tiling, flash_tilings,
+};
 pub use gemm::{
     Pick, linear_lt, linear_lt_candidates, linear_residual, linear_residual_fits,
     linear_residual_tuned,

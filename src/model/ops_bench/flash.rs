@@ -8,6 +8,7 @@ use super::{OpTiming, time};
 use crate::model::cuda;
 use crate::model::layers::attention;
 use crate::model::ops::ScoreMask;
+use crate::model::vision::WindowLayout;
 
 /// Largest allowed |flash - reference| for outputs of unit-variance inputs: a few bf16
 /// roundings of values below 4.
@@ -106,25 +107,24 @@ pub fn run(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
     text(device, report)
 }
 
-/// The vision tower: 16 heads of 80, 3 996 patches per 1024x768 photo, as one segment per
-/// photo (the full-attention blocks) or in windows of at most 64 rows. Checked against
-/// the f32 reference on two photos (a block can span both), timed on one and on eight,
-/// in every compiled tiling; the materialized path is timed on one photo.
+/// The vision tower: 16 heads of 80, 3 996 patches per 1024x768 photo (54 x 74 patches), as
+/// one segment per photo (the full-attention blocks) or in the tower's windows (of 64, 48,
+/// 16 and 12 rows, so that most windows do not start on a block's first row). Checked
+/// against the f32 reference on two photos, timed on one and on eight, in every compiled
+/// tiling, with the blocks every tiling's rows from row 0 and following the segments; the
+/// materialized path is timed on one photo.
 fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
     let scale = 80f64.powf(-0.5);
-    let per_photo = 3996u32;
     let heads_first = |t: &Tensor| t.transpose(0, 1)?.contiguous();
+    let cfg = crate::model::config::VisionConfig::default();
     for windowed in [false, true] {
-        let bounds = |photos: u32| -> Vec<u32> {
-            let mut b = vec![0];
-            for p in 0..photos {
-                let start = p * per_photo;
-                if windowed {
-                    b.extend((1..=62u32).map(|i| start + i * 64));
-                }
-                b.push(start + per_photo);
+        let bounds = |photos: usize| -> Vec<usize> {
+            let layout = WindowLayout::new(&cfg, &vec![(54, 74); photos]);
+            if windowed {
+                layout.window_bounds
+            } else {
+                layout.image_bounds
             }
-            b
         };
         let kind = if windowed { "windows" } else { "full" };
         let use_ = if windowed {
@@ -132,15 +132,16 @@ fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
         } else {
             cuda::FlashUse::Full
         };
-        for photos in [2u32, 1, 8] {
+        for photos in [2usize, 1, 8] {
             let b = bounds(photos);
-            let rows = *b.last().unwrap_or(&0) as usize;
+            let b32: Vec<u32> = b.iter().map(|&x| x as u32).collect();
+            let rows = *b.last().unwrap_or(&0);
             let (q, k, v) = (
                 randn(&[rows, 16, 80], device)?,
                 randn(&[rows, 16, 80], device)?,
                 randn(&[rows, 16, 80], device)?,
             );
-            let (lo, hi, allowed) = segments(&b, photos == 2, device)?;
+            let (lo, hi, allowed) = segments(&b32, photos == 2, device)?;
             let pairs: f64 = b.windows(2).map(|w| ((w[1] - w[0]) as f64).powi(2)).sum();
             let flops = 4.0 * pairs * 16.0 * 80.0;
             // The f32 reference on two photos; elsewhere the first tiling's output
@@ -154,29 +155,38 @@ fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
             };
             let mut first: Option<Tensor> = None;
             for t in cuda::flash_tilings(80, device.as_cuda_device()?) {
-                let flash = || cuda::flash_rows(&q, &k, &v, &lo, &hi, scale as f32, use_, Some(t));
-                let out = heads_first(&flash()?)?;
-                let diff = match (&want, &first) {
-                    (Some(w), _) => max_diff(&out, w)?,
-                    (None, Some(f)) => max_diff(&out, f)?,
-                    (None, None) => 0.0,
-                };
-                if first.is_none() {
-                    first = Some(out);
+                let starts = cuda::BlockStarts::new(&b, t.block_rows(), device)?;
+                for by_segment in [false, true] {
+                    let table = by_segment.then_some(&starts);
+                    let flash = || {
+                        cuda::flash_rows(&q, &k, &v, &lo, &hi, table, scale as f32, use_, Some(t))
+                    };
+                    let out = heads_first(&flash()?)?;
+                    let diff = match (&want, &first) {
+                        (Some(w), _) => max_diff(&out, w)?,
+                        (None, Some(f)) => max_diff(&out, f)?,
+                        (None, None) => 0.0,
+                    };
+                    if first.is_none() {
+                        first = Some(out);
+                    }
+                    let blocks = if by_segment {
+                        if windowed {
+                            ", blocks by window"
+                        } else {
+                            ", blocks by photo"
+                        }
+                    } else {
+                        ""
+                    };
+                    let name = format!(
+                        "vision {kind} {photos} x 16 x 3996x80, {}{blocks}",
+                        tile_name(t)
+                    );
+                    let runs = if photos == 2 { 5 } else { 20 };
+                    let flash_us = time(device, runs, flash)?;
+                    report(timing(&name, flops, flash_us, f64::NAN, diff)?);
                 }
-                let name = format!("vision {kind} {photos} x 16 x 3996x80, {}", tile_name(t));
-                if photos == 2 {
-                    report(timing(
-                        &name,
-                        flops,
-                        time(device, 5, flash)?,
-                        f64::NAN,
-                        diff,
-                    )?);
-                    continue;
-                }
-                let flash_us = time(device, 20, flash)?;
-                report(timing(&name, flops, flash_us, f64::NAN, diff)?);
             }
             if photos == 1 {
                 let (qh, kh, vh) = (heads_first(&q)?, heads_first(&k)?, heads_first(&v)?);
@@ -192,9 +202,10 @@ fn vision(device: &Device, report: &mut dyn FnMut(OpTiming)) -> Result<()> {
                         .map_err(msg)
                     })?
                 } else {
-                    let bt = Tensor::new(b.as_slice(), device)?;
+                    let longest = b.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+                    let bt = Tensor::new(b32.as_slice(), device)?;
                     time(device, 20, || {
-                        cuda::segment_attention(&q, &k, &v, &bt, 64, scale as f32)
+                        cuda::segment_attention(&q, &k, &v, &bt, longest, scale as f32)
                     })?
                 };
                 report(OpTiming::new(
