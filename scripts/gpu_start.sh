@@ -5,7 +5,10 @@
 # size chosen automatically, and the fidelity of bf16 scores against transformers f32 on
 # photos of mixed sizes. The CUDA binary is carried as for scripts/gpu_run.sh.
 #
-#   (device) OUT=/tmp/out bash scripts/gpu_start.sh [start] [budget] [fidelity]
+#   (device) OUT=/tmp/out bash scripts/gpu_start.sh [start] [budget] [fidelity] [loadab]
+#
+# loadab: two builds' starts side by side ($BEFORE, $AFTER as for scripts/gpu_ab.sh),
+# alternating, with the kernel cache filled first, then whether they score the same.
 set -u
 . scripts/gpu_session.sh start-log.txt
 unpack_build
@@ -57,6 +60,43 @@ if has start; then
     du -sh "$JIT"
     CUDA_CACHE_PATH=$JIT timeout 300 "$BIN" bench --model "$R7B" --photos 8 --batch 1 --json "$OUT/start.json" > /dev/null
     python3 -c "import json; r=json.load(open('$OUT/start.json')); print(json.dumps({'run': 'bench after: $run', **{k: r.get(k) for k in ['load_s','warmup_s','first_score_ms','load_to_first_score_s','photos_per_s']}}))"
+  done
+fi
+
+if has loadab; then
+  unpack_builds
+  export CUDA_CACHE_PATH=/tmp/jit-cache-loadab
+  mkdir -p /tmp/start-photos && cp /tmp/mixed/mixed-00[0-7]* /tmp/start-photos/
+  step "loadab: the kernel cache filled by both builds"
+  for side in before after; do
+    timeout 300 "/tmp/lychee-$side" bench --model "$R7B" --photos 8 --batch 1 --json "$OUT/loadab_fill_$side.json" > /dev/null
+  done
+  for round in 1 2 3; do
+    for side in before after; do
+      step "loadab: start $round, $side"
+      s=$(date +%s.%N)
+      timeout 300 "/tmp/lychee-$side" rank --model "$R7B" --no-cache --query "$QUERY" --json /tmp/start-photos > /dev/null 2> /tmp/start.err
+      e=$(date +%s.%N)
+      grep -E "ready" /tmp/start.err
+      python3 -c "print('rank of 8 photos, process start to exit: %.2f s' % ($e - $s))"
+      timeout 300 "/tmp/lychee-$side" bench --model "$R7B" --photos 8 --batch 1 --json "$OUT/loadab_$side.json" > /dev/null
+      python3 -c "import json; r=json.load(open('$OUT/loadab_$side.json')); print(json.dumps({'side': '$side', **{k: r.get(k) for k in ['load_s','warmup_s','first_score_ms','load_to_first_score_s']}}))"
+    done
+  done
+  step "loadab: the same scores? both builds rank $(ls /tmp/mixed | wc -l) photos of mixed sizes"
+  for side in before after; do
+    timeout 300 "/tmp/lychee-$side" rank --model "$R7B" --no-cache --query "$QUERY" --json /tmp/mixed > "$OUT/loadab_rank_$side.jsonl" 2> /dev/null
+  done
+  python3 - "$OUT/loadab_rank_before.jsonl" "$OUT/loadab_rank_after.jsonl" <<'PY'
+import json, sys
+a, b = [{(l := json.loads(s))["path"]: l["score"] for s in open(f) if '"score"' in s} for f in sys.argv[1:]]
+print(json.dumps({"photos": len(a), "identical": sum(a[p] == b.get(p) for p in a),
+                  "max_abs_diff": max(abs(a[p] - b[p]) for p in a if p in b)}))
+PY
+  for side in before after; do
+    step "loadab: $side, 256 photos at batch 8"
+    timeout 300 "/tmp/lychee-$side" bench --model "$R7B" --photos 256 --batch 8 --json "$OUT/loadab_b8_$side.json" > /dev/null
+    python3 -c "import json; r=json.load(open('$OUT/loadab_b8_$side.json')); print(json.dumps({'side': '$side', **{k: r.get(k) for k in ['photos','batch','photos_per_s','load_s']}}))"
   done
 fi
 

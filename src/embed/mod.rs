@@ -11,6 +11,7 @@ pub mod tokenizer;
 mod towers;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -20,7 +21,7 @@ use towers::{TextTower, l2_normalize};
 
 use crate::model::files::{ModelFiles, TokenizerFiles};
 use crate::model::resample::{Rgb8, resize_aa};
-use crate::model::{ComputeDevice, ModelError};
+use crate::model::{Checkpoint, CheckpointWeights, ComputeDevice, ModelError};
 
 /// The embedder the index uses unless told otherwise: multilingual (Chinese and English),
 /// small enough for a CPU, Apache-2.0.
@@ -96,8 +97,12 @@ impl Embedder {
             tokenizer_json,
             config.text_config.max_position_embeddings,
         )?;
-        let weights = files.open_weights()?;
-        let vb = VarBuilder::from_backend(Box::new(weights), device.dtype, device.device.clone());
+        let weights = Arc::new(Checkpoint::open(&files.weights)?);
+        let vb = VarBuilder::from_backend(
+            Box::new(CheckpointWeights::new(weights)),
+            device.dtype,
+            device.device.clone(),
+        );
         let named = |e: candle_core::Error| ModelError::BadWeights {
             file: "the embedder's weights".into(),
             why: format!("{e} (does config.json belong to these weights?)"),
@@ -311,23 +316,7 @@ fn identity(files: &ModelFiles) -> String {
     if let TokenizerFiles::Json(t) = &files.tokenizer {
         h.update(&std::fs::read(t).unwrap_or_default());
     }
-    for path in &files.weights {
-        h.update(
-            path.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
-        if let Ok(meta) = std::fs::metadata(path) {
-            h.update(&meta.len().to_le_bytes());
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            h.update(&mtime.to_le_bytes());
-        }
-    }
+    files.hash_weight_files(&mut h);
     h.finalize().to_hex()[..32].to_owned()
 }
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
 use serde_json::Value;
 
 use super::{ModelError, Result};
@@ -74,25 +73,26 @@ impl ModelFiles {
         })
     }
 
-    /// Opens every weight file, checking that its header is intact, and returns them
-    /// mapped together. Each file is checked on its own so that a damaged one is named.
-    pub fn open_weights(&self) -> Result<MmapedSafetensors> {
+    /// Adds each weight file's name, size and modification time to `h` (what names a
+    /// checkpoint's version for the caches without reading its gigabytes).
+    pub fn hash_weight_files(&self, h: &mut blake3::Hasher) {
         for path in &self.weights {
-            // SAFETY: the file is mapped read-only; the app never writes model files while
-            // they are loaded. A concurrent truncation by another program is the residual
-            // risk every mmap-based loader (transformers included) accepts.
-            if let Err(e) = unsafe { MmapedSafetensors::new(path) } {
-                return Err(ModelError::BadWeights {
-                    file: file_name(path),
-                    why: format!("{e}; download this file again"),
-                });
+            h.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            if let Ok(meta) = std::fs::metadata(path) {
+                h.update(&meta.len().to_le_bytes());
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                h.update(&mtime.to_le_bytes());
             }
         }
-        // SAFETY: as above.
-        unsafe { MmapedSafetensors::multi(&self.weights) }.map_err(|e| ModelError::BadWeights {
-            file: "the weight files".into(),
-            why: e.to_string(),
-        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! photo pipeline read directly ([`preprocess`], [`resample`], [`prompt`], [`tokenizer`],
 //! [`files`], [`device`]); everything else is private to the model.
 
+mod checkpoint;
 mod config;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -38,6 +39,7 @@ mod visual_cache;
 
 use std::path::PathBuf;
 
+pub use checkpoint::{Checkpoint, CheckpointWeights};
 pub use config::{ModelConfig, TextConfig, VisionConfig};
 pub use device::ComputeDevice;
 pub use ops_bench::{OpTiming, bench_ops};

@@ -2,12 +2,12 @@
 //! (its prompt prefix runs once), turn photos into visual tokens, judge each photo.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
+use super::checkpoint::{Checkpoint, CheckpointWeights};
 use super::config::ModelConfig;
 use super::device::ComputeDevice;
 use super::files::{ModelFiles, read_text};
@@ -159,11 +159,18 @@ impl Reranker {
                 tokenizer.ids.image_pad
             )));
         }
-        let weights = files.open_weights()?;
+        let weights = Arc::new(Checkpoint::open(&files.weights)?);
         let layout = TensorLayout::detect(&weights, &files)?;
-        let vb = VarBuilder::from_backend(Box::new(weights), device.dtype, device.device.clone());
-        let host =
-            VarBuilder::from_backend(Box::new(files.open_weights()?), device.dtype, Device::Cpu);
+        let vb = VarBuilder::from_backend(
+            Box::new(CheckpointWeights::new(weights.clone())),
+            device.dtype,
+            device.device.clone(),
+        );
+        let host = VarBuilder::from_backend(
+            Box::new(CheckpointWeights::new(weights)),
+            device.dtype,
+            Device::Cpu,
+        );
         let identity = model_identity(&files);
         Self::assemble(
             config, preprocess, tokenizer, device, dir, vb, host, layout, identity,
@@ -542,23 +549,7 @@ fn model_identity(files: &ModelFiles) -> String {
     for path in [&files.config, &files.preprocessor_config] {
         h.update(&std::fs::read(path).unwrap_or_default());
     }
-    for path in &files.weights {
-        h.update(
-            path.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
-        if let Ok(meta) = std::fs::metadata(path) {
-            h.update(&meta.len().to_le_bytes());
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            h.update(&mtime.to_le_bytes());
-        }
-    }
+    files.hash_weight_files(&mut h);
     h.finalize().to_hex()[..32].to_owned()
 }
 
@@ -569,8 +560,8 @@ struct TensorLayout {
 }
 
 impl TensorLayout {
-    fn detect(weights: &MmapedSafetensors, files: &ModelFiles) -> Result<Self> {
-        let has = |name: &str| weights.get(name).is_ok();
+    fn detect(weights: &Checkpoint, files: &ModelFiles) -> Result<Self> {
+        let has = |name: &str| weights.contains(name);
         if has("model.embed_tokens.weight") {
             Ok(TensorLayout {
                 text: "model",

@@ -77,7 +77,7 @@ pub use gemm::{
 };
 pub use rotary::{qkv_epilogue, rope_rows};
 pub use softmax::{RowMask, segment_attention, segment_attention_fits, softmax_rows};
-pub use transfer::Transfers;
+pub use transfer::{Transfers, WeightStaging};
 
 /// Read locks on the tensors' storage, held while their kernel is queued.
 fn lock<const N: usize>(tensors: [&Tensor; N]) -> [(StorageRef<'_>, &Layout); N] {

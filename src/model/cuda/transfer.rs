@@ -14,8 +14,8 @@ use std::sync::Arc;
 use candle_core::cuda::WrapErr;
 use candle_core::cuda::cudarc::driver::sys::CUevent_flags;
 use candle_core::cuda::cudarc::driver::{CudaEvent, CudaStream, PinnedHostSlice};
-use candle_core::{CudaDevice, Result, Tensor, bail};
-use half::bf16;
+use candle_core::{CudaDevice, DType, Result, Shape, Tensor, bail};
+use half::{bf16, f16};
 
 use super::super::preprocess::concat_into;
 use super::super::profile::mark_stream;
@@ -115,5 +115,113 @@ impl Drop for Transfers {
     fn drop(&mut self) {
         // The page-locked buffer is freed only once no copy reads it.
         let _ = self.copy.synchronize();
+    }
+}
+
+/// Page-locked buffers the checkpoint passes through on its way to the GPU: while the device
+/// copies out of one, the readers fill the next. Copies from page-locked memory run at the
+/// link's speed and do not wait for one another, where copies from ordinary (or
+/// memory-mapped) memory go through the driver's own staging one at a time.
+pub struct WeightStaging {
+    slots: Vec<StagingSlot>,
+    next: usize,
+}
+
+struct StagingSlot {
+    host: PinnedHostSlice<u8>,
+    /// Reached on the main stream once the copy out of `host` is done.
+    free: CudaEvent,
+}
+
+/// Buffers of the weight staging, and the bytes of each: 128 MiB of page-locked memory
+/// while the model loads.
+const STAGING_SLOTS: usize = 4;
+const STAGING_BYTES: usize = 32 << 20;
+
+impl WeightStaging {
+    pub fn new(dev: &CudaDevice) -> Result<Self> {
+        let ctx = dev.cuda_stream().context().clone();
+        let slots = (0..STAGING_SLOTS)
+            .map(|_| {
+                Ok(StagingSlot {
+                    // SAFETY: the device reads only bytes the readers have written.
+                    host: unsafe { ctx.alloc_pinned::<u8>(STAGING_BYTES) }.w()?,
+                    free: ctx
+                        .new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                        .w()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WeightStaging { slots, next: 0 })
+    }
+
+    /// A tensor of `dtype` and `shape` (`len` bytes) on the main stream of `dev`, whose bytes
+    /// `fill(from, buf)` writes, `buf.len()` of them from byte `from`, one buffer at a time.
+    /// The copies are queued on the main stream, so whatever runs after them on it sees the
+    /// values.
+    pub fn upload(
+        &mut self,
+        dev: &CudaDevice,
+        dtype: DType,
+        shape: &Shape,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<Tensor> {
+        use DType::*;
+        if !matches!(dtype, BF16 | F16 | F32 | F64 | U8 | U32 | I16 | I32 | I64) {
+            bail!("tensors of {dtype:?} are not loaded on the GPU");
+        }
+        if len != shape.elem_count() * dtype.size_in_bytes() {
+            bail!("{len} bytes do not make a {shape:?} tensor of {dtype:?}");
+        }
+        let main = dev.cuda_stream();
+        // SAFETY: the copies below write every byte before anything queued after them on
+        // the main stream reads one.
+        let mut landed = unsafe { main.alloc::<u8>(len.max(1)) }.w()?;
+        let mut from = 0;
+        while from < len {
+            let n = (len - from).min(STAGING_BYTES);
+            let slot = &mut self.slots[self.next];
+            self.next = (self.next + 1) % STAGING_SLOTS;
+            slot.free.synchronize().w()?;
+            let buf = &mut slot.host.as_mut_slice().w()?[..n];
+            fill(from, buf)?;
+            main.memcpy_htod(&*buf, &mut landed.slice_mut(from..from + n))
+                .w()?;
+            slot.free.record(&main).w()?;
+            from += n;
+        }
+        let ptr = landed.leak();
+        macro_rules! typed {
+            ($T:ty) => {{
+                // SAFETY: the allocation holds `len` bytes, that many values of the type;
+                // once leaked nothing else owns it, and the tensor frees it on the main
+                // stream.
+                let owned =
+                    unsafe { main.upgrade_device_ptr::<$T>(ptr, len / std::mem::size_of::<$T>()) };
+                tensor(owned, dev, shape.clone())
+            }};
+        }
+        Ok(match dtype {
+            BF16 => typed!(bf16),
+            F16 => typed!(f16),
+            F32 => typed!(f32),
+            F64 => typed!(f64),
+            U8 => typed!(u8),
+            U32 => typed!(u32),
+            I16 => typed!(i16),
+            I32 => typed!(i32),
+            I64 => typed!(i64),
+            _ => unreachable!("checked above"),
+        })
+    }
+}
+
+impl Drop for WeightStaging {
+    fn drop(&mut self) {
+        // The page-locked buffers are freed only once no copy reads them.
+        for slot in &self.slots {
+            let _ = slot.free.synchronize();
+        }
     }
 }
