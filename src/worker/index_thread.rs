@@ -205,15 +205,7 @@ impl IndexThread {
         let Some(handle) = self.handle.take() else {
             return true;
         };
-        let deadline = Instant::now() + timeout;
-        while !handle.is_finished() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            for _ in self.events.try_iter() {}
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        handle.join().is_ok()
+        super::join_within(handle, &self.events, timeout)
     }
 }
 

@@ -21,6 +21,26 @@ pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, ru
 pub use score::{BatchLimits, Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 pub use thread::{Event, InferenceThread, ModelInfo};
 
+/// Waits up to `timeout` for a worker thread that was asked to stop, draining its events
+/// meanwhile so that it never blocks on a full channel. False if it is still inside a model
+/// step when the time is up: it exits when that returns, and the process may end without
+/// waiting for it.
+fn join_within<T>(
+    handle: std::thread::JoinHandle<()>,
+    events: &crossbeam_channel::Receiver<T>,
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while !handle.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        for _ in events.try_iter() {}
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    handle.join().is_ok()
+}
+
 /// A store of the worker's (the score cache, the index) opened at `path`, for the thread
 /// that keeps it: None without a path, or when it cannot be opened (then `warn` gets
 /// `unusable` of the error); a warning the store gives on opening goes to `warn` too.

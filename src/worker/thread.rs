@@ -220,18 +220,7 @@ impl InferenceThread {
         let Some(handle) = self.handle.take() else {
             return true;
         };
-        let deadline = Instant::now() + timeout;
-        while !handle.is_finished() {
-            if Instant::now() >= deadline {
-                // The thread is inside one model step; it exits when that returns, and the
-                // process may end without waiting for it.
-                return false;
-            }
-            // Keep draining so that the thread never blocks on a full event channel.
-            for _ in self.events.try_iter() {}
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        handle.join().is_ok()
+        super::join_within(handle, &self.events, timeout)
     }
 }
 
