@@ -313,7 +313,16 @@ pub struct CheckpointWeights {
     /// Made at the first tensor for the GPU, freed with the weight source once the model
     /// is built.
     #[cfg(feature = "cuda")]
-    staging: Mutex<Option<super::cuda::WeightStaging>>,
+    staging: Mutex<Staging>,
+}
+
+#[cfg(feature = "cuda")]
+enum Staging {
+    NotYet,
+    Ready(super::cuda::WeightStaging),
+    /// The page-locked buffers could not be had: tensors go through host memory instead
+    /// (slower, the same values).
+    Unavailable,
 }
 
 impl CheckpointWeights {
@@ -321,7 +330,7 @@ impl CheckpointWeights {
         CheckpointWeights {
             checkpoint,
             #[cfg(feature = "cuda")]
-            staging: Mutex::new(None),
+            staging: Mutex::new(Staging::NotYet),
         }
     }
 
@@ -337,13 +346,22 @@ impl CheckpointWeights {
             #[cfg(feature = "cuda")]
             Device::Cuda(cuda) => {
                 let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
-                if staging.is_none() {
-                    *staging = Some(super::cuda::WeightStaging::new(cuda)?);
+                if matches!(*staging, Staging::NotYet) {
+                    *staging = match super::cuda::WeightStaging::new(cuda) {
+                        Ok(buffers) => Staging::Ready(buffers),
+                        // The load goes on through ordinary memory: slower, the same
+                        // tensors.
+                        Err(_) => Staging::Unavailable,
+                    };
                 }
-                let staging = staging.as_mut().expect("made above");
-                staging.upload(cuda, t.dtype, &t.shape, t.bytes(), &mut |from, dst| {
-                    self.checkpoint.read_into(t, from, dst)
-                })
+                match &mut *staging {
+                    Staging::Ready(buffers) => {
+                        buffers.upload(cuda, t.dtype, &t.shape, t.bytes(), &mut |from, dst| {
+                            self.checkpoint.read_into(t, from, dst)
+                        })
+                    }
+                    _ => self.checkpoint.host_tensor(t)?.to_device(dev),
+                }
             }
             _ => self.checkpoint.host_tensor(t)?.to_device(dev),
         }
