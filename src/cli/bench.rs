@@ -29,7 +29,7 @@ pub struct BenchArgs {
     /// Photo size, WIDTHxHEIGHT.
     #[arg(long, default_value = "1024x768")]
     pub size: String,
-    /// Photos per batch (default: as many as the GPU memory holds, up to 16).
+    /// Photos per batch (default: as many as the GPU memory holds, up to 8).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Most pixels a photo is scaled to (default: the model's, at most 1280 tokens).

@@ -164,7 +164,7 @@ pub struct RankArgs {
     /// number given twice loads two copies on that GPU.
     #[arg(long, value_name = "LIST", conflicts_with = "cpu")]
     pub gpus: Option<crate::model::device::GpuChoice>,
-    /// Most photos judged together (default: what the GPU's free memory allows, up to 16).
+    /// Most photos judged together (default: what the GPU's free memory allows, up to 8).
     /// Scores are the same to the bit for the same batch size on the same kind of GPU.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub batch: Option<u16>,
