@@ -29,10 +29,11 @@ impl Reranker {
     }
 
     /// How many photos to judge together: one on the CPU; on a GPU as many as the free
-    /// memory holds at the largest resolution, up to 8. Larger batches read the weights no
-    /// less often per photo than 8 and the GPU is at its power limit, so they rank no faster
-    /// (on the H200 8 ranked 29.6 photos/s, 12 and 16 29.0-29.4), show their first scores
-    /// later and take more memory (docs/PERFORMANCE.md, "Which batch size").
+    /// memory holds at the largest resolution, up to 8. At eight photos (some 8 000 rows)
+    /// the products already spend their time computing, not reading weights, and the GPU
+    /// is at its power limit, so larger batches rank no faster (on the H200 8 ranked 29.6
+    /// photos/s, 12 and 16 29.0-29.4), show their first scores later and take more memory
+    /// (docs/PERFORMANCE.md, "Which batch size").
     pub fn suggested_batch(&self) -> usize {
         const MAX_BATCH: usize = 8;
         const RESERVE: u64 = 1 << 30;
