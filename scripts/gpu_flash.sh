@@ -38,7 +38,7 @@ if has ops; then
     TILES=$(python3 - "$OUT/ops.txt" <<'PY'
 import re, sys
 best = {}
-pat = re.compile(r"^(vision full 8|vision windows 8|text causal 8) .*?, (\d+x\d+(?:x\d+)?h?)\s+([\d.]+) us")
+pat = re.compile(r"^(vision full 8|vision windows 8|text causal 8) .*?, (\d+x\d+(?:x\d+)?h?)(?:, blocks by \w+)?\s+([\d.]+) us")
 for line in open(sys.argv[1]):
     m = pat.match(line)
     if m:

@@ -45,18 +45,20 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
     const uint32_t k_sb = p.k_strides.batch, k_sh = p.k_strides.head, k_si = p.k_strides.row;
     const uint32_t p_sh = p.past_head, p_si = p.past_row;
     const uint32_t o_sb = p.o_strides.batch, o_sh = p.o_strides.head, o_si = p.o_strides.row;
-    // Two stages of BN key rows for k and for v (dynamic shared memory, 4 BN (D + 8) values:
-    // smem_bytes in src/model/flash_tiles.rs): the next tile is copied in while this one is
-    // used. Each warp owns MT groups of 16 query rows, so that every k and v fragment read
-    // from shared memory feeds MT products.
+    // Two stages, each of BN key rows for k then BN for v (dynamic shared memory, 4 BN (D + 8)
+    // values: smem_bytes in src/model/flash_tiles.rs): the next tile is copied in while this
+    // one is used. Each warp owns MT groups of 16 query rows, so that every k and v fragment
+    // read from shared memory feeds MT products.
     constexpr int WR = 16 * MT, BM = WR * W, KS = D + 8, CH = D / 8;
-    // The q tile goes through the same memory first (4 BN rows).
-    static_assert(BM <= 4 * BN, "the q tile must fit the key and value stages");
+    // The q tile goes through the second stage first (2 BN rows), copied in with tile 0.
+    static_assert(BM <= 2 * BN, "the q tile must fit a stage of keys and values");
     // Rows padded to D + 8 values so that the eight rows an ldmatrix reads fall in
     // different banks.
     extern __shared__ __align__(16) unsigned char smem[];
-    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(smem);
-    __nv_bfloat16 *vs = ks + 2 * BN * KS;
+    __nv_bfloat16 *const sm = reinterpret_cast<__nv_bfloat16 *>(smem);
+    auto k_stage = [&](int st) { return sm + st * 2 * BN * KS; };
+    auto v_stage = [&](int st) { return sm + (st * 2 + 1) * BN * KS; };
+    __nv_bfloat16 *const qs = k_stage(1);
     __shared__ uint32_t range[2];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
     // Causal blocks of later queries see more keys: they start first, so that the short
@@ -71,34 +73,15 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
     const uint64_t p_base = (uint64_t)kvh * p_sh;
 
     block_keys<BM>(p, m0, end, range);
+    // Rows at or past `end` are zeros.
     for (int c = tid; c < BM * CH; c += blockDim.x) {
         const int r = c / CH, d8 = (c % CH) * 8;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (m0 + r < end) val = *reinterpret_cast<const uint4 *>(q + q_base + (uint64_t)(q_off + m0 + r) * q_si + d8);
-        *reinterpret_cast<uint4 *>(&ks[r * KS + d8]) = val;
+        const bool real = m0 + r < end;
+        cp_async16(&qs[r * KS + d8], q + q_base + (uint64_t)(q_off + m0 + (real ? r : 0)) * q_si + d8, real);
     }
+    cp_async_commit();
     __syncthreads();
-
-    // Row and column this lane addresses in an ldmatrix of four 8x8 matrices.
-    const int lrow = lane % 8, lmat = lane / 8;
-    uint32_t qf[MT][D / 16][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-            // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
-            ldmatrix_x4(qf[mt][kc], &ks[(warp * WR + mt * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
-        }
-    }
-    // Key ranges of this lane's rows: warp * WR + 16 mt + g + 8 x.
-    uint32_t lo[MT][2], hi[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int x = 0; x < 2; ++x) row_keys(p, m0 + warp * WR + mt * 16 + g + 8 * x, end, lo[mt][x], hi[mt][x]);
-    }
     const uint32_t kmin = range[0], kmax = range[1];
-    __syncthreads();
 
     float o[MT][D / 8][4];
     float m_run[MT][2], l_run[MT][2];
@@ -119,41 +102,50 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
             const bool real = j < kmax;
             const bool cached = real && j < past;
             const uint64_t at = cached ? p_base + (uint64_t)j * p_si : real ? k_base + (uint64_t)(j - past) * k_si : k_base;
-            cp_async16(&ks[(st * BN + r) * KS + d8], (cached ? kp : k) + at + d8, real);
-            cp_async16(&vs[(st * BN + r) * KS + d8], (cached ? vp : v) + at + d8, real);
+            cp_async16(&k_stage(st)[r * KS + d8], (cached ? kp : k) + at + d8, real);
+            cp_async16(&v_stage(st)[r * KS + d8], (cached ? vp : v) + at + d8, real);
         }
     };
+    // Tile 0 is copied in while q is (zeros past kmax: nothing is read then), so that a block
+    // of one tile (a window) waits for memory once; then q goes into registers.
     load_tile(kmin, 0);
     cp_async_commit();
-    int st = 0;
-    for (uint32_t kb = kmin; kb < kmax; kb += BN, st ^= 1) {
-        if (kb + BN < kmax) load_tile(kb + BN, st ^ 1);
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        const __nv_bfloat16 *kt = ks + st * BN * KS, *vt = vs + st * BN * KS;
-        // A tile outside the ranges of all of this warp's rows adds nothing (its
-        // probabilities are zeros), so the warp skips it: the first rows of a causal block,
-        // the rows of a block that spans two photos or windows. Tiles wholly inside every
-        // range of the warp's rows (most of them) skip the masking.
-        bool outside = true, inside = true;
+    cp_async_wait<1>();
+    __syncthreads();
+    // Row and column this lane addresses in an ldmatrix of four 8x8 matrices.
+    const int lrow = lane % 8, lmat = lane / 8;
+    uint32_t qf[MT][D / 16][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            // matrices: rows 0-7 / cols 0-7, rows 8-15 / cols 0-7, rows 0-7 / cols 8-15, rows 8-15 / cols 8-15
+            ldmatrix_x4(qf[mt][kc], &qs[(warp * WR + mt * 16 + (lmat % 2) * 8 + lrow) * KS + kc * 16 + (lmat / 2) * 8]);
+        }
+    }
+    // Key ranges of this lane's rows: warp * WR + 16 mt + g + 8 x.
+    uint32_t lo[MT][2], hi[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int x = 0; x < 2; ++x) row_keys(p, m0 + warp * WR + mt * 16 + g + 8 * x, end, lo[mt][x], hi[mt][x]);
+    }
+    // A tile outside the ranges of all of this warp's rows adds nothing (its probabilities
+    // are zeros), so the warp skips it: the first rows of a causal block, the rows of a
+    // block that spans two photos or windows.
+    auto outside = [&](uint32_t kb) {
+        bool yes = true;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-            for (int x = 0; x < 2; ++x) {
-                outside = outside && (kb + BN <= lo[mt][x] || kb >= hi[mt][x]);
-                inside = inside && kb >= lo[mt][x] && kb + BN <= hi[mt][x];
-            }
+            for (int x = 0; x < 2; ++x) yes = yes && (kb + BN <= lo[mt][x] || kb >= hi[mt][x]);
         }
-        if (__all_sync(0xffffffff, outside)) {
-            __syncthreads();
-            continue;
-        }
-        inside = __all_sync(0xffffffff, inside);
-
-        // s = q k^T for this warp's rows and the tile's keys, two key groups of 8 per
-        // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
-        float s[MT][BN / 8][4];
+        return __all_sync(0xffffffff, yes);
+    };
+    // s = q k^T for this warp's rows and the keys of stage `st`, two key groups of 8 per
+    // ldmatrix: matrices (keys n, dims lo), (keys n, dims hi), (keys n + 1, lo), (n + 1, hi).
+    auto scores = [&](float (&s)[MT][BN / 8][4], int st) {
+        const __nv_bfloat16 *kt = k_stage(st);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -172,6 +164,31 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
                 }
             }
         }
+    };
+    // o of this warp's rows mt multiplied by the change of their maxima.
+    auto rescale = [&](int mt, const float (&alpha)[2]) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[mt][n][0] *= alpha[0];
+            o[mt][n][1] *= alpha[0];
+            o[mt][n][2] *= alpha[1];
+            o[mt][n][3] *= alpha[1];
+        }
+    };
+    // Whether keys kb .. kb + BN lie wholly inside every range of the warp's rows (most
+    // tiles do): then the softmax skips the masking.
+    auto within = [&](uint32_t kb) {
+        bool yes = true;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int x = 0; x < 2; ++x) yes = yes && kb >= lo[mt][x] && kb + BN <= hi[mt][x];
+        }
+        return __all_sync(0xffffffff, yes);
+    };
+    // The scores s of keys kb .. kb + BN into probabilities; the rows' running maxima and
+    // sums move on, and o is rescaled by the change of each row's maximum.
+    auto softmax = [&](float (&s)[MT][BN / 8][4], uint32_t kb, bool inside) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
             // Keys outside a row's range become -inf.
@@ -188,22 +205,18 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
                     mx[x] = fmaxf(mx[x], s[mt][n][e]);
                 }
             }
-            float base[2];
+            float base[2], alpha[2];
 #pragma unroll
             for (int x = 0; x < 2; ++x) {
                 mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 1));
                 mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
                 const float m_new = fmaxf(m_run[mt][x], mx[x] * scale_log2);
                 base[x] = m_new == -INFINITY ? 0.0f : m_new;
-                const float alpha = exp2f(m_run[mt][x] - base[x]);
+                alpha[x] = exp2f(m_run[mt][x] - base[x]);
                 m_run[mt][x] = m_new;
-                l_run[mt][x] *= alpha;
-#pragma unroll
-                for (int n = 0; n < D / 8; ++n) {
-                    o[mt][n][2 * x] *= alpha;
-                    o[mt][n][2 * x + 1] *= alpha;
-                }
+                l_run[mt][x] *= alpha[x];
             }
+            rescale(mt, alpha);
 #pragma unroll
             for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
@@ -214,8 +227,11 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
                 }
             }
         }
-        // o += p v: p from the score fragments, v through transposing ldmatrix:
-        // matrices (keys lo, dims n), (keys hi, dims n), (keys lo, dims n + 1), (keys hi, dims n + 1).
+    };
+    // o += p v: p from the score fragments, v of stage `st` through transposing ldmatrix:
+    // matrices (keys lo, dims n), (keys hi, dims n), (keys lo, dims n + 1), (keys hi, dims n + 1).
+    auto attend = [&](const float (&s)[MT][BN / 8][4], int st) {
+        const __nv_bfloat16 *vt = v_stage(st);
 #pragma unroll
         for (int kc = 0; kc < BN / 16; ++kc) {
             uint32_t a[MT][4];
@@ -237,6 +253,25 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
                 }
             }
         }
+    };
+
+    // Every warp has its q before tile 1 takes the stage q came through.
+    __syncthreads();
+    int st = 0;
+    for (uint32_t kb = kmin; kb < kmax; kb += BN, st ^= 1) {
+        if (kb + BN < kmax) load_tile(kb + BN, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (outside(kb)) {
+            __syncthreads();
+            continue;
+        }
+        const bool inside = within(kb);
+        float s[MT][BN / 8][4];
+        scores(s, st);
+        softmax(s, kb, inside);
+        attend(s, st);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -281,4 +316,8 @@ FLASH(128, 4, 32, 1, 3)
 // full blocks' tiling before warps of 32 rows: 3 207 against 3 000 us at a batch of eight)
 // and 4 x 32 x 32; for heads of 128, 4 x 64, 8 x 32, 8 x 64 and 4 x 32 x 32 (466 against 393
 // us: 255 registers and spills). Computing part of the softmax's exponentials on the FMA
-// pipes (a cubic) instead of the special-function unit was slower at every share tried.
+// pipes (a cubic) instead of the special-function unit was slower at every share tried. So
+// was a pipelined loop (three stages, each tile's scores computed one step ahead of its
+// softmax so that the tensor cores and the other units work at once; docs/PERFORMANCE.md,
+// "q copied with the first keys"): full blocks 3 463-3 966 us against 2 888, the text 405-416
+// against 374.
