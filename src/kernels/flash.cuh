@@ -62,6 +62,29 @@ template <int BM> __device__ __forceinline__ void block_rows(const FlashParams &
     }
 }
 
+// Where one block's work lies: batch b, head h, query rows m0 .. end (exclusive), and the
+// offsets, in values, of its batch and head in q (and out's batch and head, by o_strides),
+// of its key head in k and v, and in the cached prefix.
+struct FlashBlock {
+    uint32_t b, h, m0, end;
+    uint64_t q_base, k_base, p_base;
+};
+
+// This block's FlashBlock, for blocks of BM query rows. Causal blocks of later queries see
+// more keys: they start first, so that the short ones fill the end of the grid.
+template <int BM> __device__ __forceinline__ FlashBlock flash_block(const FlashParams &p) {
+    FlashBlock fb;
+    const uint32_t tile = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    fb.b = blockIdx.z;
+    fb.h = blockIdx.y;
+    block_rows<BM>(p, tile, fb.m0, fb.end);
+    const uint32_t kvh = fb.h / p.group;
+    fb.q_base = (uint64_t)fb.b * p.q_strides.batch + (uint64_t)fb.h * p.q_strides.head;
+    fb.k_base = (uint64_t)fb.b * p.k_strides.batch + (uint64_t)kvh * p.k_strides.head;
+    fb.p_base = (uint64_t)kvh * p.past_head;
+    return fb;
+}
+
 // The keys query row i sees, lo .. hi (exclusive); none for rows at or past `end` (the
 // block's last row).
 __device__ __forceinline__ void row_keys(const FlashParams &p, uint32_t i, uint32_t end, uint32_t &lo, uint32_t &hi) {

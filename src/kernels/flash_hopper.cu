@@ -58,12 +58,9 @@ constexpr int STAGES = 3;
 template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
-    const uint32_t q_off = p.q_off, past = p.past, group = p.group;
-    const int causal = p.causal;
+    const uint32_t q_off = p.q_off, past = p.past;
     const float scale_log2 = p.scale_log2;
-    const uint32_t q_sb = p.q_strides.batch, q_sh = p.q_strides.head, q_si = p.q_strides.row;
-    const uint32_t k_sb = p.k_strides.batch, k_sh = p.k_strides.head, k_si = p.k_strides.row;
-    const uint32_t p_sh = p.past_head, p_si = p.past_row;
+    const uint32_t q_si = p.q_strides.row, k_si = p.k_strides.row, p_si = p.past_row;
     const uint32_t o_sb = p.o_strides.batch, o_sh = p.o_strides.head, o_si = p.o_strides.row;
     constexpr int CH = D / 8, BM = 64 * G, NT = 128 * G;
     // q (BM rows), then STAGES tiles of BN rows of k and of v: (BM + 2 STAGES BN) D values
@@ -75,14 +72,9 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
     __shared__ uint32_t range[2];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
     const int wg = warp / 4;
-    const uint32_t tile = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const uint32_t b = blockIdx.z, h = blockIdx.y;
-    uint32_t m0, end;
-    block_rows<BM>(p, tile, m0, end);
-    const uint32_t kvh = h / group;
-    const uint64_t q_base = (uint64_t)b * q_sb + (uint64_t)h * q_sh;
-    const uint64_t k_base = (uint64_t)b * k_sb + (uint64_t)kvh * k_sh;
-    const uint64_t p_base = (uint64_t)kvh * p_sh;
+    const FlashBlock fb = flash_block<BM>(p);
+    const uint32_t b = fb.b, h = fb.h, m0 = fb.m0, end = fb.end;
+    const uint64_t q_base = fb.q_base, k_base = fb.k_base, p_base = fb.p_base;
 
     block_keys<BM>(p, m0, end, range);
     // The 16-byte chunk c of a tile: row (c / 8 CH) * 8 + c % 8, values 8 ((c / 8) % CH), so
