@@ -470,24 +470,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = &tiny_model_files()[0];
         let bytes = std::fs::read(source).unwrap();
-        let cut = dir.path().join("cut.safetensors");
-        std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
-        let msg = Checkpoint::open(&[cut]).unwrap_err().to_string();
-        assert!(
-            msg.contains("cut.safetensors") && msg.contains("cut short"),
-            "{msg}"
-        );
-        let text = dir.path().join("notes.safetensors");
-        std::fs::write(&text, b"these are not weights at all").unwrap();
-        let msg = Checkpoint::open(&[text]).unwrap_err().to_string();
-        assert!(
-            msg.contains("notes.safetensors") && msg.contains("header"),
-            "{msg}"
-        );
-        let tiny = dir.path().join("tiny.safetensors");
-        std::fs::write(&tiny, b"abc").unwrap();
-        let msg = Checkpoint::open(&[tiny]).unwrap_err().to_string();
-        assert!(msg.contains("tiny.safetensors"), "{msg}");
+        // The error of opening a file of these bytes, which must name it.
+        let refused = |name: &str, contents: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            let msg = Checkpoint::open(&[path]).unwrap_err().to_string();
+            assert!(msg.contains(name), "{msg}");
+            msg
+        };
+        let msg = refused("cut.safetensors", &bytes[..bytes.len() - 1]);
+        assert!(msg.contains("cut short"), "{msg}");
+        let msg = refused("notes.safetensors", b"these are not weights at all");
+        assert!(msg.contains("header"), "{msg}");
+        refused("tiny.safetensors", b"abc");
     }
 
     #[test]
