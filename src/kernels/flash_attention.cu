@@ -202,7 +202,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
                 mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
                 const float m_new = fmaxf(m_run[mt][x], mx[x] * scale_log2);
                 base[x] = m_new == -INFINITY ? 0.0f : m_new;
-                alpha[x] = exp2f(m_run[mt][x] - base[x]);
+                alpha[x] = exp2_ftz(m_run[mt][x] - base[x]);
                 m_run[mt][x] = m_new;
                 l_run[mt][x] *= alpha[x];
             }
@@ -211,7 +211,7 @@ template <int D, int W, int BN, int MT> __device__ void flash_attention(const Fl
             for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const float p = exp2f(fmaf(s[mt][n][e], scale_log2, -base[e / 2]));
+                    const float p = exp2_ftz(fmaf(s[mt][n][e], scale_log2, -base[e / 2]));
                     s[mt][n][e] = p;
                     l_run[mt][e / 2] += p;
                 }

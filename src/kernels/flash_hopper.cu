@@ -5,9 +5,10 @@
 // warps, 64 query rows) from shared memory, where the mma.sync kernel feeds the tensor cores
 // 16 x 8 x 16 at a time from registers. Only for sm_90a: built for any other target this file
 // holds no kernel, and src/model/cuda/flash_attention.rs runs the mma.sync kernel instead.
-// As it stands it is slower than that kernel at the model's shapes (docs/PERFORMANCE.md,
-// "Hopper's warpgroup products for attention"), so it runs only where LYCHEE_FLASH_TILES
-// names its tilings.
+// It runs the vision tower's full blocks (three warpgroups, 21 % faster there than the
+// mma.sync kernel); for the language model's causal attention it is still slower, and runs
+// only where LYCHEE_FLASH_TILES names it (docs/PERFORMANCE.md, "The warpgroup kernel's
+// products unserialized").
 //
 // One block of G warpgroups per (64 G query rows, head, batch). q, and three stages of BN key
 // and value rows, sit in shared memory in the layout the products read without swizzling:
@@ -46,15 +47,23 @@ template <int D> __device__ __forceinline__ void wgmma_o(float (&o)[D / 8][4], c
 template <> __device__ __forceinline__ void wgmma_o<80>(float (&o)[10][4], const uint32_t (&a)[4], uint64_t b) { wgmma_rs_n80(o, a, b, 1); }
 template <> __device__ __forceinline__ void wgmma_o<128>(float (&o)[16][4], const uint32_t (&a)[4], uint64_t b) { wgmma_rs_n128(o, a, b, 1); }
 
+// A compile-time choice passed to a generic lambda.
+template <bool B> struct Masked {
+    static constexpr bool value = B;
+};
+
 // Stages of key and value tiles: tile t + 2 is copied in while tile t + 1's scores and tile
 // t's product with v are computed.
 constexpr int STAGES = 3;
 
-// The tiles of a block, in turn (the loop below): while the products of tile t with v and of
-// q with tile t + 1's keys run on the tensor cores, the warps wait only for the second,
-// then compute its softmax, and wait for the first only to rescale o:
+// The tiles of a block, in turn (the loop below): the products of tile t with v and of q
+// with tile t + 1's keys are issued together, one group each, and run on the tensor cores
+// back to back:
 //   p(t) ready -> issue s(t + 1) = q k(t + 1)^T and o += p(t) v(t) -> wait for s(t + 1) ->
 //   its softmax -> wait for o -> o *= the change of each row's maximum -> p(t + 1).
+// As written, the softmax would overlap the product with v; ptxas moves the second wait up
+// to the first, so the softmax of a warpgroup overlaps the products of the block's other
+// warpgroups (three of them on a multiprocessor) instead.
 template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
@@ -131,24 +140,30 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
         }
         wgmma_commit();
     };
-    // The softmax of s (tile t's scores, in f32) into probabilities in s; the rows' running
-    // maxima and sums move on, and `alpha` is what o must be multiplied by.
-    auto softmax = [&](int t, float (&alpha)[2]) {
+    // Whether every key of tile t is in range for this thread's rows (rows past the end
+    // count as inside: nothing of theirs is written).
+    auto tile_inside = [&](int t) {
         const uint32_t kb = kmin + t * BN;
         bool inside = true;
 #pragma unroll
-        for (int x = 0; x < 2; ++x) inside = inside && kb >= lo[x] && kb + BN <= hi[x];
-        inside = __all_sync(0xffffffff, inside);
-        // Keys outside a row's range become -inf.
+        for (int x = 0; x < 2; ++x) inside = inside && (row0 + 8 * x >= end || (kb >= lo[x] && kb + BN <= hi[x]));
+        return inside;
+    };
+    // The softmax of s (tile t's scores, in f32) into probabilities in s; the rows' running
+    // maxima and sums move on, and `alpha` is what o must be multiplied by. Keys outside a
+    // row's range become -inf where `masked` (a Masked<bool>, decided for the whole block, so
+    // that the products around the softmax are never on a path only some warps take).
+    auto softmax = [&](int t, float (&alpha)[2], auto masked) {
+        const uint32_t kb = kmin + t * BN;
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int x = e / 2;
-                if (!inside) {
+                if constexpr (decltype(masked)::value) {
                     const uint32_t j = kb + n * 8 + t4 * 2 + (e & 1);
-                    if (j < lo[x] || j >= hi[x]) s[n][e] = -INFINITY;
+                    s[n][e] = j < lo[x] || j >= hi[x] ? -INFINITY : s[n][e];
                 }
                 mx[x] = fmaxf(mx[x], s[n][e]);
             }
@@ -160,7 +175,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
             mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffff, mx[x], 2));
             const float m_new = fmaxf(m_run[x], mx[x] * scale_log2);
             base[x] = m_new == -INFINITY ? 0.0f : m_new;
-            alpha[x] = exp2f(m_run[x] - base[x]);
+            alpha[x] = exp2_ftz(m_run[x] - base[x]);
             m_run[x] = m_new;
             l_run[x] *= alpha[x];
         }
@@ -168,7 +183,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const float pr = exp2f(fmaf(s[n][e], scale_log2, -base[e / 2]));
+                const float pr = exp2_ftz(fmaf(s[n][e], scale_log2, -base[e / 2]));
                 s[n][e] = pr;
                 l_run[e / 2] += pr;
             }
@@ -187,27 +202,19 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
     if (tiles > 0) {
         cp_async_wait<1>();  // q and tile 0
         fence_async_shared();
-        __syncthreads();
+        const bool inside = __syncthreads_and(tile_inside(0));
         wgmma_fence();
         issue_scores(0);
         wgmma_fence_operands(s);
         wgmma_wait_all();
         wgmma_fence_operands(s);
         float alpha[2];
-        softmax(0, alpha);
+        if (inside) softmax(0, alpha, Masked<false>{});
+        else softmax(0, alpha, Masked<true>{});
         pack();
     }
-    for (int t = 0; t < tiles; ++t) {
-        const bool next = t + 1 < tiles;
-        // Tile t + 1 has landed, and every warp is done with tile t - 1, whose stage tile
-        // t + 2 now takes.
-        cp_async_wait<0>();
-        fence_async_shared();
-        __syncthreads();
-        if (t + 2 < tiles) load_tile(t + 2);
-        cp_async_commit();
-        wgmma_fence();
-        if (next) issue_scores(t + 1);
+    // o += p(t) v(t), issued and committed (not waited for).
+    auto issue_values = [&](int t) {
         const __nv_bfloat16 *vt = vs + (t % STAGES) * BN * D;
 #pragma unroll
         for (int kc = 0; kc < BN / 16; ++kc) {
@@ -215,26 +222,52 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
             wgmma_o<D>(o, a[kc], smem_desc(vt + kc * CH * 128, CH * 128, 128));
         }
         wgmma_commit();
-        float alpha[2] = {1.0f, 1.0f};
-        if (next) {
-            wgmma_fence_operands(s);
-            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-            wgmma_fence_operands(s);
-            softmax(t + 1, alpha);
-        }
+    };
+    // Tile t + 1's scores and tile t's product with v issued together, then the softmax of
+    // t + 1, then o rescaled. No product is issued under a condition and the softmax has no
+    // branch: with a condition ptxas serializes the products (C7514 of -Xptxas -v). ptxas
+    // still moves the wait for the product with v up to the wait for the scores, so the
+    // softmax overlaps other warpgroups' products only (docs/PERFORMANCE.md).
+    auto step = [&](int t, auto masked) {
+        wgmma_fence();
+        issue_scores(t + 1);
+        issue_values(t);
+        float alpha[2];
+        wgmma_fence_operands(s);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        wgmma_fence_operands(s);
+        softmax(t + 1, alpha, masked);
         wgmma_fence_operands(o);
         wgmma_wait_all();
         wgmma_fence_operands(o);
-        if (next) {
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-                o[n][0] *= alpha[0];
-                o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1];
-                o[n][3] *= alpha[1];
-            }
-            pack();
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= alpha[0];
+            o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1];
+            o[n][3] *= alpha[1];
         }
+        pack();
+    };
+    for (int t = 0; t + 1 < tiles; ++t) {
+        // Tile t + 1 has landed, and every warp is done with tile t - 1, whose stage tile
+        // t + 2 now takes. The barrier also tells every warp whether tile t + 1 needs masks
+        // for any row of the block, so that a warpgroup's warps take the same code.
+        cp_async_wait<0>();
+        fence_async_shared();
+        const bool inside = __syncthreads_and(tile_inside(t + 1));
+        if (t + 2 < tiles) load_tile(t + 2);
+        cp_async_commit();
+        if (inside) step(t, Masked<false>{});
+        else step(t, Masked<true>{});
+    }
+    // The last tile: its keys landed before its scores were issued.
+    if (tiles > 0) {
+        wgmma_fence();
+        issue_values(tiles - 1);
+        wgmma_fence_operands(o);
+        wgmma_wait_all();
+        wgmma_fence_operands(o);
     }
     cp_async_wait<0>();
 
@@ -267,7 +300,9 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
 #endif
 
 FLASH_WGMMA(80, 2, 64, 2)
+FLASH_WGMMA(80, 3, 64, 1)
 FLASH_WGMMA(128, 3, 64, 1)
-// Measured and not compiled (docs/PERFORMANCE.md, "Hopper's warpgroup products"): for heads
-// of 80, 12 x 64 and 8 x 128 (3 293 and 3 986 against 3 145 us at a batch of eight), q held
-// in registers (3 938-4 103); for heads of 128, 8 x 64 (470 against 452 us).
+// Measured and not compiled (docs/PERFORMANCE.md, "Hopper's warpgroup products" and "The
+// warpgroup kernel's products unserialized"): for heads of 80, 4 x 64 (3 749 against 2 292
+// us for 12 x 64 at a batch of eight, blocks by photo) and 8 x 128 (2 925); for heads of
+// 128, 4 x 64 and 8 x 64 (585-593 and 406 against 374 us); q held in registers.

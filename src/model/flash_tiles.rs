@@ -88,13 +88,14 @@ pub enum FlashUse {
 
 /// The tilings flash_attention.cu and flash_hopper.cu are compiled for (`FLASH(D, W, BN,
 /// MT, MINB)` and `FLASH_WGMMA(D, G, BN, MINB)` there), per head size.
-const COMPILED: [(usize, Tiling); 7] = [
+const COMPILED: [(usize, Tiling); 8] = [
     (16, t(4, 64, 16)),
     (64, t(4, 64, 16)),
     (80, t(4, 64, 16)),
     (80, t(4, 64, 32)),
     (128, t(4, 32, 16)),
     (80, h(8, 64)),
+    (80, h(12, 64)),
     (128, h(12, 64)),
 ];
 
@@ -158,10 +159,11 @@ fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)], hopper: 
 }
 
 /// The tilings measured fastest on the H200 for the model's shapes (docs/PERFORMANCE.md,
-/// "Where a batch's time goes" and "Hopper's warpgroup products").
+/// "Where a batch's time goes" and "The warpgroup kernel's products unserialized").
 fn default_tiling(use_: FlashUse, dim: usize, hopper: bool) -> Tiling {
     match (use_, dim, hopper) {
         (FlashUse::Causal, 128, _) => t(4, 32, 16),
+        (FlashUse::Full, 80, true) => h(12, 64),
         (FlashUse::Full, 80, _) => t(4, 64, 32),
         _ => t(4, 64, 16),
     }
@@ -273,8 +275,9 @@ mod tests {
             }
         }
         assert_eq!(choose(FlashUse::Full, 80, &[], false), t(4, 64, 32));
-        assert_eq!(choose(FlashUse::Full, 80, &[], true), t(4, 64, 32));
+        assert_eq!(choose(FlashUse::Full, 80, &[], true), h(12, 64));
         assert_eq!(choose(FlashUse::Windows, 80, &[], true), t(4, 64, 16));
+        assert_eq!(choose(FlashUse::Causal, 128, &[], true), t(4, 32, 16));
         assert_eq!(choose(FlashUse::Causal, 128, &[], false), t(4, 32, 16));
     }
 
