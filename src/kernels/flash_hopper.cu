@@ -5,7 +5,7 @@
 // warps, 64 query rows) from shared memory, where the mma.sync kernel feeds the tensor cores
 // 16 x 8 x 16 at a time from registers. Only for sm_90a: built for any other target this file
 // holds no kernel, and src/model/cuda/flash_attention.rs runs the mma.sync kernel instead.
-// It runs the vision tower's full blocks (three warpgroups, 21 % faster there than the
+// It runs the vision tower's full blocks (four warpgroups, 24 % faster there than the
 // mma.sync kernel); for the language model's causal attention it is still slower, and runs
 // only where LYCHEE_FLASH_TILES names it (docs/PERFORMANCE.md, "The warpgroup kernel's
 // products unserialized").
@@ -299,10 +299,11 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
 #define FLASH_WGMMA(D, G, BN, MINB)
 #endif
 
-FLASH_WGMMA(80, 2, 64, 2)
 FLASH_WGMMA(80, 3, 64, 1)
+FLASH_WGMMA(80, 4, 64, 1)
 FLASH_WGMMA(128, 3, 64, 1)
 // Measured and not compiled (docs/PERFORMANCE.md, "Hopper's warpgroup products" and "The
-// warpgroup kernel's products unserialized"): for heads of 80, 4 x 64 (3 749 against 2 292
-// us for 12 x 64 at a batch of eight, blocks by photo) and 8 x 128 (2 925); for heads of
-// 128, 4 x 64 and 8 x 64 (585-593 and 406 against 374 us); q held in registers.
+// warpgroup kernel's products unserialized"): for heads of 80, 4 x 64, 8 x 64 and 8 x 128
+// (3 749, 2 405 and 2 925 against 2 010 us for 16 x 64 at a batch of eight, blocks by
+// photo); for heads of 128, 4 x 64 and 8 x 64 (585-593 and 406 against 374 us); q held in
+// registers.

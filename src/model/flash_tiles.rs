@@ -94,8 +94,8 @@ const COMPILED: [(usize, Tiling); 8] = [
     (80, t(4, 64, 16)),
     (80, t(4, 64, 32)),
     (128, t(4, 32, 16)),
-    (80, h(8, 64)),
     (80, h(12, 64)),
+    (80, h(16, 64)),
     (128, h(12, 64)),
 ];
 
@@ -163,7 +163,7 @@ fn choose_causal(dim: usize, n_q: usize, chosen: &[(FlashUse, Tiling)], hopper: 
 fn default_tiling(use_: FlashUse, dim: usize, hopper: bool) -> Tiling {
     match (use_, dim, hopper) {
         (FlashUse::Causal, 128, _) => t(4, 32, 16),
-        (FlashUse::Full, 80, true) => h(12, 64),
+        (FlashUse::Full, 80, true) => h(16, 64),
         (FlashUse::Full, 80, _) => t(4, 64, 32),
         _ => t(4, 64, 16),
     }
@@ -275,7 +275,7 @@ mod tests {
             }
         }
         assert_eq!(choose(FlashUse::Full, 80, &[], false), t(4, 64, 32));
-        assert_eq!(choose(FlashUse::Full, 80, &[], true), h(12, 64));
+        assert_eq!(choose(FlashUse::Full, 80, &[], true), h(16, 64));
         assert_eq!(choose(FlashUse::Windows, 80, &[], true), t(4, 64, 16));
         assert_eq!(choose(FlashUse::Causal, 128, &[], true), t(4, 32, 16));
         assert_eq!(choose(FlashUse::Causal, 128, &[], false), t(4, 32, 16));
