@@ -36,7 +36,13 @@ __device__ __forceinline__ uint64_t smem_desc(const __nv_bfloat16 *p, uint32_t l
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most N groups of products are in flight, with the accumulators `acc` of
+// the group waited for kept from moving across the wait.
+template <int N, typename Acc> __device__ __forceinline__ void wgmma_wait(Acc &acc) {
+    wgmma_fence_operands(acc);
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+    wgmma_fence_operands(acc);
+}
 // Writes of the generic proxy (cp.async here) made visible to the products' reads.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -63,7 +69,7 @@ constexpr int STAGES = 3;
 //   its softmax -> wait for o -> o *= the change of each row's maximum -> p(t + 1).
 // As written, the softmax would overlap the product with v; ptxas moves the second wait up
 // to the first, so the softmax of a warpgroup overlaps the products of the block's other
-// warpgroups (three of them on a multiprocessor) instead.
+// warpgroups instead.
 template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p) {
     const __nv_bfloat16 *q = p.q, *k = p.k, *v = p.v, *kp = p.kp, *vp = p.vp;
     __nv_bfloat16 *out = p.out;
@@ -205,9 +211,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
         const bool inside = __syncthreads_and(tile_inside(0));
         wgmma_fence();
         issue_scores(0);
-        wgmma_fence_operands(s);
-        wgmma_wait_all();
-        wgmma_fence_operands(s);
+        wgmma_wait<0>(s);
         float alpha[2];
         if (inside) softmax(0, alpha, Masked<false>{});
         else softmax(0, alpha, Masked<true>{});
@@ -233,13 +237,9 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
         issue_scores(t + 1);
         issue_values(t);
         float alpha[2];
-        wgmma_fence_operands(s);
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-        wgmma_fence_operands(s);
+        wgmma_wait<1>(s);
         softmax(t + 1, alpha, masked);
-        wgmma_fence_operands(o);
-        wgmma_wait_all();
-        wgmma_fence_operands(o);
+        wgmma_wait<0>(o);
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) {
             o[n][0] *= alpha[0];
@@ -265,9 +265,7 @@ template <int D, int BN, int G> __device__ void flash_wgmma(const FlashParams &p
     if (tiles > 0) {
         wgmma_fence();
         issue_values(tiles - 1);
-        wgmma_fence_operands(o);
-        wgmma_wait_all();
-        wgmma_fence_operands(o);
+        wgmma_wait<0>(o);
     }
     cp_async_wait<0>();
 
