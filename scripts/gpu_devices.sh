@@ -16,9 +16,7 @@ unpack_build
 step machine
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 
-step "random 7B weights (transformers, saved)"
-[ -f "$R7B/config.json" ] || timeout 420 python3 scripts/bench_transformers_text.py --save-random "$R7B" \
-  --documents 4 --tokens 20 --batches 4 > /dev/null
+saved_weights
 step "$PHOTOS photos of 1024x768"
 mkdir -p /tmp/photos && python3 -c "import sys; sys.path.insert(0, 'scripts'); from bench_transformers import synthetic_photos; from pathlib import Path; synthetic_photos(Path('/tmp/photos'), $PHOTOS, 1024, 768)"
 

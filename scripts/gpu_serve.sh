@@ -29,11 +29,7 @@ fi
 step "the server on the same weights"
 "$BIN" serve --model "$R7B" --port $PORT > /tmp/serve.log 2>&1 &
 server=$!
-for _ in $(seq 1 240); do
-  python3 -c "import urllib.request; urllib.request.urlopen('$URL/health', timeout=2)" 2>/dev/null && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.5
-done
+wait_healthy "$URL" "$server"
 cat /tmp/serve.log
 for c in $(has text && echo 1 4 16); do
   r=$(( 8 / (c < 8 ? c : 8) )); [ "$r" -lt 1 ] && r=1

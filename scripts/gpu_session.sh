@@ -28,3 +28,19 @@ unpack_builds() {
     xz -dc "$src" > "/tmp/lychee-$side" && chmod +x "/tmp/lychee-$side"
   done
 }
+# Random weights of the 7B shape in the published layout at $R7B, saved by transformers
+# once per machine.
+saved_weights() {
+  step "random 7B weights (transformers, saved)"
+  [ -f "$R7B/config.json" ] || timeout 420 python3 scripts/bench_transformers_text.py --save-random "$R7B" \
+    --documents 4 --tokens 20 --batches 4 > /dev/null
+}
+# Waits up to 2 minutes for the server at URL $1 (process $2) to answer /health.
+wait_healthy() {
+  for _ in $(seq 1 240); do
+    python3 -c "import urllib.request; urllib.request.urlopen('$1/health', timeout=2)" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}

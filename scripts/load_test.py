@@ -4,7 +4,7 @@ each, as fast as answers come, and the script reports requests/s, documents/s, l
 (p50/p99), the part of it outside the model (end-to-end minus the x-compute-time header),
 and the statuses. Every 200 answer is checked: each document's index exactly once, so that
 no document is lost or scored twice. With --pid, the server's resident memory is read
-before and after.
+before and after; with --scores, every document's score is written out (to compare two servers).
 
     python3 scripts/load_test.py --url http://127.0.0.1:8080 --clients 32 --requests 50
     python3 scripts/load_test.py --clients 16 --documents 1 --format tei
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--api-key")
     ap.add_argument("--pid", type=int, help="the server's process id, for its memory")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--scores", type=Path, help="write every document's score here, a JSON line each")
     args = ap.parse_args()
     url = urlparse(args.url)
     assert url.hostname in ("127.0.0.1", "localhost", "::1"), "loopback only"
@@ -93,6 +94,7 @@ def main() -> None:
     statuses: dict[int, int] = {}
     problems: list[str] = []
     documents = 0
+    scores: list[dict] = []
 
     def client(c: int) -> None:
         nonlocal documents
@@ -123,6 +125,8 @@ def main() -> None:
                     if seen != list(range(args.documents)):
                         problems.append(f"client {c} request {k}: indices {seen}")
                     documents += len(items)
+                    scores.extend({"client": c, "request": k, "index": i["index"],
+                                   "score": i.get("relevance_score", i.get("score"))} for i in items)
                 elif resp.status != 429:
                     problems.append(f"client {c} request {k}: {resp.status} {raw[:200]!r}")
 
@@ -158,6 +162,9 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    if args.scores:
+        scores.sort(key=lambda s: (s["client"], s["request"], s["index"]))
+        args.scores.write_text("".join(json.dumps(s) + "\n" for s in scores))
     if not report["every_request_answered"]:
         raise SystemExit(1)
 

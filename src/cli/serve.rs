@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::ModelArgs;
 use crate::hub::ModelSource;
-use crate::model::device::DevicePreference;
+use crate::model::device::{DevicePreference, GpuChoice};
 use crate::server::{ServerConfig, start};
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// The model's name in answers and /info (default: the --model given).
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
+    /// GPUs to serve on, each with its own copy of the model, batches dealt to whichever
+    /// is free: all, or numbers such as 0,1 (default: all that hold the model, when there
+    /// are several; a GPU that cannot is left out with a note).
+    #[arg(long, value_name = "LIST", conflicts_with = "cpu")]
+    pub gpus: Option<crate::model::device::GpuChoice>,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -109,6 +114,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .served_model_name
             .clone()
             .unwrap_or_else(|| source.display()),
+        // Every GPU by default, when there are several.
+        gpus: args.gpus.clone().or_else(|| {
+            (!args.model.cpu && crate::model::device::gpu_count() > 1).then_some(GpuChoice::All)
+        }),
     };
     let source = ModelSource::Folder(crate::hub::resolve_local(&source)?);
     let device = if args.model.cpu {

@@ -29,7 +29,7 @@ pub use error::ApiError;
 use metrics::Metrics;
 
 use crate::hub::ModelSource;
-use crate::model::device::DevicePreference;
+use crate::model::device::{DevicePreference, GpuChoice};
 use crate::worker::{Command, Event, InferenceThread, ModelInfo, PhotoPreparer};
 
 /// How the server runs.
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub instruction: String,
     /// The model's name in answers and `/info`.
     pub served_model_name: String,
+    /// GPUs to serve on, each with its own copy of the model, the requests' batches dealt
+    /// to whichever is free (None: one device, the GPU when there is one).
+    pub gpus: Option<GpuChoice>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_text_tokens: 2048,
             instruction: crate::model::DEFAULT_INSTRUCTION.into(),
             served_model_name: crate::hub::DEFAULT_MODEL_ID.into(),
+            gpus: None,
         }
     }
 }
@@ -212,7 +216,7 @@ pub fn start(
     let name = model.display();
     anyhow::ensure!(
         worker.send(Command::LoadModel {
-            gpus: None,
+            gpus: config.gpus.clone(),
             source: model,
             device,
             name: Some(name),

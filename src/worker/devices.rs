@@ -42,7 +42,7 @@ enum Done {
 }
 
 /// Whether a failure is the device's rather than the photo's.
-fn device_failure(reason: &str) -> bool {
+pub(super) fn device_failure(reason: &str) -> bool {
     let r = reason.to_ascii_lowercase();
     r.contains("out of device memory") || r.contains("cuda") || r.contains("driver")
 }

@@ -254,7 +254,7 @@ impl Indexer {
             match result {
                 Ok(pending) => next = pending,
                 Err(panic) => {
-                    let reason = super::thread::panic_message(&panic);
+                    let reason = super::panic_message(&panic);
                     self.catalog = Catalog::default();
                     self.emit(IndexThreadEvent::Recovered {
                         reason: format!(

@@ -18,7 +18,7 @@ pub use index_thread::{
 pub use job::{Command, RankHandle, RankJob, RankReply};
 pub use load::{LoadedEmbedder, LoadedModel, load_embedder, load_reranker};
 pub use rank::{PhotoScore, RankEvent, RankOutcome, RankRequest, RankSettings, run_ranking};
-pub use score::{BatchLimits, Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
+pub use score::{BatchLimits, Content, Dealer, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 pub use thread::{Event, InferenceThread, ModelInfo};
 
 /// Waits up to `timeout` for a worker thread that was asked to stop, draining its events
@@ -62,4 +62,13 @@ fn open_store<T, E>(
             None
         }
     }
+}
+
+/// What a caught panic says, for the message that replaces it.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into())
 }

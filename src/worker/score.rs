@@ -4,7 +4,9 @@
 //! time, from the requests in turn, so that a small request is never stuck behind a large
 //! one for more than a batch; requests with the same query share one prepared prefix and
 //! their documents share batches. A request whose reply channel is dropped (the client
-//! went away) has its remaining documents dropped.
+//! went away) has its remaining documents dropped. The scheduler only decides what goes
+//! together; [`judge_batch`] judges a batch on one device, and with several devices
+//! (`serve --gpus`) [`Dealer`] hands the batches to whichever device is free.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
+
+pub mod dealer;
+pub use dealer::Dealer;
 
 use crate::model::resample::Rgb8;
 use crate::model::{
@@ -129,124 +134,333 @@ impl BatchLimits {
     }
 }
 
+/// What identifies a query: requests with the same one share a prefix and batches.
+type QueryKey = (String, String, Option<String>);
+
+/// A request's query, as a device prepares its prefix.
+#[derive(Debug)]
+pub struct BatchQuery {
+    instruction: String,
+    input: QueryInput,
+}
+
+/// A request under way.
 struct Pending {
-    job: ScoreJob,
-    key: (String, String, Option<String>),
-    /// Documents not yet judged, by index.
+    id: u64,
+    key: QueryKey,
+    query: Arc<BatchQuery>,
+    documents: Vec<Arc<Content>>,
+    max_text_tokens: usize,
+    reply: UnboundedSender<ScoreReply>,
+    /// Documents not yet handed to a device, by index.
     todo: VecDeque<usize>,
+    /// Documents handed to a device whose results have not come back.
+    in_flight: usize,
+    prefix_tokens: usize,
     started: Instant,
 }
 
-/// The requests under way and the prefixes they share.
-pub struct Scheduler {
-    pending: VecDeque<Pending>,
-    prefixes: lru::LruCache<(String, String, Option<String>), Arc<PreparedQuery>>,
-    limits: BatchLimits,
-    /// Documents waiting, for the server's metrics.
-    pub queued: Arc<AtomicUsize>,
+/// One document of a batch.
+#[derive(Debug)]
+struct BatchDocument {
+    request: u64,
+    index: usize,
+    content: Arc<Content>,
+    max_text_tokens: usize,
 }
+
+/// Documents handed to a device together: all texts, or all images of one grid, of the
+/// requests of one query.
+#[derive(Debug)]
+pub struct ScoreBatch {
+    key: QueryKey,
+    query: Arc<BatchQuery>,
+    documents: Vec<BatchDocument>,
+}
+
+impl ScoreBatch {
+    /// Documents in the batch.
+    pub fn len(&self) -> usize {
+        self.documents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+    }
+
+    /// The batch judged by no one: every document fails with `reason`.
+    pub fn failed(self, reason: &str) -> BatchResult {
+        BatchResult {
+            documents: self
+                .documents
+                .iter()
+                .map(|d| (d.request, d.index, Err(reason.to_owned())))
+                .collect(),
+            key: self.key,
+            prefix_tokens: 0,
+            query_failed: None,
+            out_of_memory: false,
+        }
+    }
+}
+
+/// A document's judgement, whether its text was cut, and the tokens the model read for it;
+/// or why it could not be judged.
+type Outcome = Result<(Judgement, bool, usize), String>;
+
+/// What a device made of a batch.
+#[derive(Debug)]
+pub struct BatchResult {
+    key: QueryKey,
+    /// (request, document index, outcome), one per document of the batch.
+    documents: Vec<(u64, usize, Outcome)>,
+    prefix_tokens: usize,
+    /// The query could not be prepared: its requests fail with this reason.
+    query_failed: Option<String>,
+    /// The batch as a whole ran out of memory: later batches are smaller.
+    out_of_memory: bool,
+}
+
+impl BatchResult {
+    /// Why the device failed the whole batch, when the reason is the device's (an error
+    /// from the driver, out of memory that one document at a time does not clear) rather
+    /// than the documents'.
+    pub fn device_failure(&self) -> Option<&str> {
+        if let Some(reason) = &self.query_failed {
+            return super::devices::device_failure(reason).then_some(reason.as_str());
+        }
+        let mut reasons = self.documents.iter().map(|(_, _, o)| o.as_ref().err());
+        let first = reasons.next()??;
+        (super::devices::device_failure(first) && reasons.all(|r| r.is_some()))
+            .then_some(first.as_str())
+    }
+
+    /// Documents in the batch.
+    pub fn len(&self) -> usize {
+        self.documents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+    }
+}
+
+/// Prepared prefixes of one device, kept for repeated queries.
+pub struct Prefixes(lru::LruCache<QueryKey, Arc<PreparedQuery>>);
 
 /// Prepared prefixes kept for repeated queries.
 const PREFIXES_KEPT: usize = 16;
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Prefixes(lru::LruCache::new(
+            std::num::NonZeroUsize::new(PREFIXES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
+    }
+}
+
+impl Prefixes {
+    fn get(
+        &mut self,
+        model: &Reranker,
+        key: &QueryKey,
+        query: &BatchQuery,
+    ) -> Result<Arc<PreparedQuery>, ModelError> {
+        if let Some(p) = self.0.get(key) {
+            return Ok(Arc::clone(p));
+        }
+        let prepared = Arc::new(model.prepare_query(&query.instruction, &query.input)?);
+        self.0.put(key.clone(), Arc::clone(&prepared));
+        Ok(prepared)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The requests under way: which documents go together in the next batch, and what each
+/// request is told as the results come back. It judges nothing itself except in
+/// [`Scheduler::step`]; with several devices, [`Dealer`] hands its batches out.
+pub struct Scheduler {
+    pending: VecDeque<Pending>,
+    /// The prefixes of [`Scheduler::step`]'s device.
+    prefixes: Prefixes,
+    limits: BatchLimits,
+    next_id: u64,
+    /// Documents waiting, for the server's metrics.
+    pub queued: Arc<AtomicUsize>,
+}
 
 impl Scheduler {
     pub fn new(limits: BatchLimits, queued: Arc<AtomicUsize>) -> Self {
         Scheduler {
             pending: VecDeque::new(),
-            prefixes: lru::LruCache::new(
-                std::num::NonZeroUsize::new(PREFIXES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
-            ),
+            prefixes: Prefixes::default(),
             limits,
+            next_id: 0,
             queued,
         }
     }
 
     /// Takes a request in.
     pub fn push(&mut self, job: ScoreJob) {
-        let key = (
-            job.instruction.clone(),
-            job.query.text.clone(),
-            job.query_image_key.clone(),
-        );
+        let ScoreJob {
+            instruction,
+            query,
+            query_image_key,
+            documents,
+            max_text_tokens,
+            reply,
+        } = job;
+        let key = (instruction.clone(), query.text.clone(), query_image_key);
         // Texts of similar length are judged together (less padding), images of one
         // grid together: the documents are taken in that order.
-        let mut order: Vec<usize> = (0..job.documents.len()).collect();
+        let mut order: Vec<usize> = (0..documents.len()).collect();
         order.sort_by_key(|&i| {
-            let d = &job.documents[i];
-            (
-                d.image.as_ref().map(|im| (im.grid_h, im.grid_w)),
-                d.text.len(),
-            )
+            let d = &documents[i];
+            (grid_of(d), d.text.len())
         });
         let todo: VecDeque<usize> = order.into();
         self.queued.fetch_add(todo.len(), Ordering::Relaxed);
+        self.next_id += 1;
         self.pending.push_back(Pending {
-            job,
+            id: self.next_id,
             key,
+            query: Arc::new(BatchQuery {
+                instruction,
+                input: QueryInput {
+                    text: query.text,
+                    image: query.image,
+                },
+            }),
+            documents: documents.into_iter().map(Arc::new).collect(),
+            max_text_tokens,
+            reply,
             todo,
+            in_flight: 0,
+            prefix_tokens: 0,
             started: Instant::now(),
         });
     }
 
-    /// True when no request waits.
+    /// True when no request waits, for a batch or for results.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// Drops every request (the model is being replaced): each is told why.
+    /// Drops every request (the model is being replaced): each is told why. Results of
+    /// batches still under way are then dropped too.
     pub fn fail_all(&mut self, reason: &str) {
         for p in self.pending.drain(..) {
-            self.queued.fetch_sub(p.todo.len(), Ordering::Relaxed);
-            let _ = p.job.reply.send(ScoreReply::Failed {
+            let _ = p.reply.send(ScoreReply::Failed {
                 reason: reason.to_owned(),
             });
         }
+        self.queued.store(0, Ordering::Relaxed);
         self.prefixes.clear();
     }
 
-    /// Runs one batch: from the request at the front, with the other requests of the same
-    /// query joining it; then that request goes to the back of the line.
+    /// Runs one batch on `model`: [`Scheduler::next_batch`], judged here, then
+    /// [`Scheduler::finish`].
     pub fn step(&mut self, model: &Reranker) {
+        if let Some(batch) = self.next_batch() {
+            let result = judge_batch(model, &mut self.prefixes, batch);
+            self.finish(result);
+        }
+    }
+
+    /// The next batch: from the first request with documents left, with the other
+    /// requests of the same query joining it; then that request goes to the back of the
+    /// line, so that a small request is never stuck behind a large one for more than a
+    /// batch. None when every document has been handed out.
+    pub fn next_batch(&mut self) -> Option<ScoreBatch> {
         self.drop_abandoned();
-        let Some(front) = self.pending.pop_front() else {
-            return;
-        };
-        let key = front.key.clone();
-        self.pending.push_front(front);
-        let prepared = match self.prefix(model, &key) {
-            Ok(p) => p,
-            Err(e) => {
-                // Every request of this query fails the same way.
-                let reason = e.to_string();
-                self.pending.retain(|p| {
-                    if p.key != key {
-                        return true;
-                    }
-                    let _ = p.job.reply.send(ScoreReply::Failed {
-                        reason: reason.clone(),
-                    });
-                    false
+        self.retire_answered();
+        let front = self.pending.iter().position(|p| !p.todo.is_empty())?;
+        self.pending.rotate_left(front);
+        let batch = self.take_batch();
+        if let Some(first) = self.pending.pop_front() {
+            self.pending.push_back(first);
+        }
+        self.recount();
+        Some(batch)
+    }
+
+    /// A device's results: each document's to its request, and every request with all its
+    /// documents answered is told it is done.
+    pub fn finish(&mut self, result: BatchResult) {
+        if result.out_of_memory {
+            let half = (result.documents.len() / 2).max(1);
+            self.limits.max_documents = self.limits.max_documents.min(half);
+            self.limits.max_images = self.limits.max_images.min(half);
+            self.limits.max_tokens = (self.limits.max_tokens / 2).max(512);
+        }
+        if let Some(reason) = &result.query_failed {
+            // Every request of this query fails the same way.
+            self.pending.retain(|p| {
+                if p.key != result.key {
+                    return true;
+                }
+                let _ = p.reply.send(ScoreReply::Failed {
+                    reason: reason.clone(),
                 });
-                self.recount();
-                return;
+                false
+            });
+        } else {
+            for (request, index, outcome) in result.documents {
+                // A request that is gone (its client left) is not told.
+                let Some(p) = self.pending.iter_mut().find(|p| p.id == request) else {
+                    continue;
+                };
+                p.in_flight = p.in_flight.saturating_sub(1);
+                p.prefix_tokens = result.prefix_tokens;
+                let _ = p.reply.send(match outcome {
+                    Ok((judgement, truncated, tokens)) => ScoreReply::Scored {
+                        index,
+                        judgement,
+                        truncated,
+                        tokens,
+                    },
+                    Err(reason) => ScoreReply::DocumentFailed { index, reason },
+                });
             }
-        };
-        // The front request's kind of document decides the batch: texts, or images of
-        // the front document's grid.
-        let batch = self.take_batch(model, &key);
-        self.judge(model, &prepared, batch);
-        // Finished requests are told so; the front one goes to the back.
-        let prefix_tokens = prepared.prefix_len();
+        }
+        self.retire_answered();
+        self.recount();
+    }
+
+    /// Requests with every document answered (or none to answer) are told they are done.
+    fn retire_answered(&mut self) {
         self.pending.retain(|p| {
-            if p.todo.is_empty() {
-                let _ = p.job.reply.send(ScoreReply::Done { prefix_tokens });
+            if p.todo.is_empty() && p.in_flight == 0 {
+                let _ = p.reply.send(ScoreReply::Done {
+                    prefix_tokens: p.prefix_tokens,
+                });
                 false
             } else {
                 true
             }
         });
-        if let Some(first) = self.pending.pop_front() {
-            self.pending.push_back(first);
+    }
+
+    /// A batch's documents back in line, unjudged (its device stopped working): the next
+    /// batches take them again.
+    pub fn requeue(&mut self, result: BatchResult) {
+        self.give_back(result.documents.iter().map(|(r, i, _)| (*r, *i)));
+    }
+
+    /// A batch that never reached a device, back in line.
+    pub fn requeue_batch(&mut self, batch: ScoreBatch) {
+        self.give_back(batch.documents.iter().map(|d| (d.request, d.index)));
+    }
+
+    fn give_back(&mut self, documents: impl DoubleEndedIterator<Item = (u64, usize)>) {
+        for (request, index) in documents.rev() {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.id == request) {
+                p.in_flight = p.in_flight.saturating_sub(1);
+                p.todo.push_front(index);
+            }
         }
         self.recount();
     }
@@ -259,188 +473,70 @@ impl Scheduler {
     /// Requests whose client went away are dropped with their documents.
     fn drop_abandoned(&mut self) {
         let before = self.pending.len();
-        self.pending.retain(|p| !p.job.reply.is_closed());
+        self.pending.retain(|p| !p.reply.is_closed());
         if self.pending.len() != before {
             self.recount();
         }
     }
 
-    fn prefix(
-        &mut self,
-        model: &Reranker,
-        key: &(String, String, Option<String>),
-    ) -> Result<Arc<PreparedQuery>, ModelError> {
-        if let Some(p) = self.prefixes.get(key) {
-            return Ok(Arc::clone(p));
-        }
-        let job = &self
-            .pending
-            .iter()
-            .find(|p| &p.key == key)
-            .expect("a request of this query waits")
-            .job;
-        let input = QueryInput {
-            text: job.query.text.clone(),
-            image: job.query.image.clone(),
-        };
-        let prepared = Arc::new(model.prepare_query(&job.instruction, &input)?);
-        self.prefixes.put(key.clone(), Arc::clone(&prepared));
-        Ok(prepared)
-    }
-
-    /// The next batch for `key`: (request position, document index) pairs, all texts or all
-    /// images of one grid, within the limits; texts of similar length together.
-    fn take_batch(
-        &mut self,
-        model: &Reranker,
-        key: &(String, String, Option<String>),
-    ) -> Vec<(usize, usize)> {
+    /// The batch for the front request's query: all texts or all images of one grid
+    /// (the front request's next document decides), within the limits; texts of similar
+    /// length together.
+    fn take_batch(&mut self) -> ScoreBatch {
         let limits = self.limits;
-        let merge = model.config.vision.spatial_merge_size;
-        let grid_of = |doc: &Content| doc.image.as_ref().map(|i| i.merged_grid(merge));
         let front = &self.pending[0];
-        let Some(&first) = front.todo.front() else {
-            return Vec::new();
-        };
-        let want = grid_of(&front.job.documents[first]);
+        let (key, query) = (front.key.clone(), Arc::clone(&front.query));
+        let want = front
+            .todo
+            .front()
+            .and_then(|&first| grid_of(&front.documents[first]));
         let limit = if want.is_some() {
             limits.max_images
         } else {
             limits.max_documents
         };
-        let mut batch = Vec::new();
+        let mut documents = Vec::new();
         let mut longest = 0usize;
-        for (r, p) in self.pending.iter_mut().enumerate() {
-            if &p.key != key {
+        for p in self.pending.iter_mut() {
+            if p.key != key {
                 continue;
             }
             let mut rest = VecDeque::new();
             while let Some(i) = p.todo.pop_front() {
-                let doc = &p.job.documents[i];
-                let fits = batch.len() < limit && grid_of(doc) == want && {
-                    // A rough length (4 bytes a token) keeps long and short texts apart and
-                    // the batch within its token budget.
-                    let len = doc.text.len() / 4 + 8;
-                    let longest_then = longest.max(len);
-                    longest_then * (batch.len() + 1) <= limits.max_tokens || batch.is_empty()
-                };
+                let doc = &p.documents[i];
+                // A rough length (4 bytes a token) keeps long and short texts apart and
+                // the batch within its token budget.
+                let len = doc.text.len() / 4 + 8;
+                let fits = documents.len() < limit
+                    && grid_of(doc) == want
+                    && (longest.max(len) * (documents.len() + 1) <= limits.max_tokens
+                        || documents.is_empty());
                 if fits {
-                    longest = longest.max(doc.text.len() / 4 + 8);
-                    batch.push((r, i));
+                    longest = longest.max(len);
+                    p.in_flight += 1;
+                    documents.push(BatchDocument {
+                        request: p.id,
+                        index: i,
+                        content: Arc::clone(doc),
+                        max_text_tokens: p.max_text_tokens,
+                    });
                 } else {
                     rest.push_back(i);
                 }
-                if batch.len() >= limit {
+                if documents.len() >= limit {
                     break;
                 }
             }
             rest.extend(p.todo.drain(..));
             p.todo = rest;
-            if batch.len() >= limit {
+            if documents.len() >= limit {
                 break;
             }
         }
-        batch
-    }
-
-    /// Judges a batch and sends each document's score to its request. When the batch as a
-    /// whole fails, its documents are judged one at a time (after out of memory, later
-    /// batches are smaller), so that a failure costs only the document it concerns.
-    fn judge(&mut self, model: &Reranker, query: &PreparedQuery, batch: Vec<(usize, usize)>) {
-        let mut ready = Vec::new();
-        for (r, i) in batch {
-            let job = &self.pending[r].job;
-            let doc = &job.documents[i];
-            match model.document_ids(doc.image.is_some(), &doc.text, job.max_text_tokens) {
-                Ok((ids, truncated)) => ready.push((r, i, ids, truncated)),
-                Err(e) => {
-                    let _ = job.reply.send(ScoreReply::DocumentFailed {
-                        index: i,
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        }
-        if ready.is_empty() {
-            return;
-        }
-        match self.judge_together(model, query, &ready) {
-            Ok(scores) => self.send_scores(&ready, scores),
-            Err(e) => {
-                if ready.len() > 1 && e.is_out_of_memory() {
-                    model.release_cached_memory();
-                    let half = (ready.len() / 2).max(1);
-                    self.limits.max_documents = self.limits.max_documents.min(half);
-                    self.limits.max_images = self.limits.max_images.min(half);
-                    self.limits.max_tokens = (self.limits.max_tokens / 2).max(512);
-                }
-                for one in ready.chunks(1) {
-                    match self.judge_together(model, query, one) {
-                        Ok(scores) => self.send_scores(one, scores),
-                        Err(e) => {
-                            let (r, i, _, _) = &one[0];
-                            let _ = self.pending[*r].job.reply.send(ScoreReply::DocumentFailed {
-                                index: *i,
-                                reason: e.to_string(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Judges documents (all texts, or all images of one grid) in one batch; with each
-    /// judgement, the tokens the model read for the document.
-    fn judge_together(
-        &self,
-        model: &Reranker,
-        query: &PreparedQuery,
-        ready: &[(usize, usize, Vec<u32>, bool)],
-    ) -> Result<Vec<(Judgement, usize)>, ModelError> {
-        let images: Vec<&PhotoInput> = ready
-            .iter()
-            .filter_map(|(r, i, _, _)| self.pending[*r].job.documents[*i].image.as_ref())
-            .collect();
-        let visual = if images.is_empty() {
-            Vec::new()
-        } else {
-            model.encode_photos(&images)?
-        };
-        let mut v = visual.iter();
-        let docs: Vec<DocumentTokens> = ready
-            .iter()
-            .map(|(r, i, ids, _)| DocumentTokens {
-                ids,
-                visual: self.pending[*r].job.documents[*i]
-                    .image
-                    .as_ref()
-                    .and_then(|_| v.next()),
-            })
-            .collect();
-        let judged = model.judge_documents(query, &docs)?;
-        Ok(judged
-            .into_iter()
-            .zip(&docs)
-            .map(|(j, d)| {
-                let visual = d.visual.map_or(0, |v| v.count().saturating_sub(1));
-                (j, d.ids.len() + visual)
-            })
-            .collect())
-    }
-
-    fn send_scores(
-        &self,
-        ready: &[(usize, usize, Vec<u32>, bool)],
-        scores: Vec<(Judgement, usize)>,
-    ) {
-        for ((r, i, _, truncated), (judgement, tokens)) in ready.iter().zip(scores) {
-            let _ = self.pending[*r].job.reply.send(ScoreReply::Scored {
-                index: *i,
-                judgement,
-                truncated: *truncated,
-                tokens,
-            });
+        ScoreBatch {
+            key,
+            query,
+            documents,
         }
     }
 
@@ -451,4 +547,111 @@ impl Scheduler {
             .map(|p| p.started.elapsed().as_secs_f64())
             .fold(0.0, f64::max)
     }
+}
+
+/// A document's image grid (patches per column and row), None for a text: documents of
+/// one grid are judged together.
+fn grid_of(doc: &Content) -> Option<(usize, usize)> {
+    doc.image.as_ref().map(|im| (im.grid_h, im.grid_w))
+}
+
+/// Judges a batch on `model` (its prefix from `prefixes`, prepared there the first time).
+/// When the batch as a whole fails, its documents are judged one at a time, so that a
+/// failure costs only the document it concerns; after out of memory, later batches are
+/// smaller.
+pub fn judge_batch(model: &Reranker, prefixes: &mut Prefixes, batch: ScoreBatch) -> BatchResult {
+    let prepared = match prefixes.get(model, &batch.key, &batch.query) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = e.to_string();
+            let mut result = batch.failed(&reason);
+            result.query_failed = Some(reason);
+            return result;
+        }
+    };
+    let mut result = BatchResult {
+        key: batch.key.clone(),
+        documents: Vec::with_capacity(batch.documents.len()),
+        prefix_tokens: prepared.prefix_len(),
+        query_failed: None,
+        out_of_memory: false,
+    };
+    let mut ready = Vec::new();
+    for doc in &batch.documents {
+        let content = &doc.content;
+        match model.document_ids(content.image.is_some(), &content.text, doc.max_text_tokens) {
+            Ok((ids, truncated)) => ready.push((doc, ids, truncated)),
+            Err(e) => result
+                .documents
+                .push((doc.request, doc.index, Err(e.to_string()))),
+        }
+    }
+    let mut record = |ready: &[Ready<'_>], judged: Result<Vec<(Judgement, usize)>, String>| {
+        for (i, (doc, _, truncated)) in ready.iter().enumerate() {
+            let outcome = match &judged {
+                Ok(scores) => Ok((scores[i].0, *truncated, scores[i].1)),
+                Err(reason) => Err(reason.clone()),
+            };
+            result.documents.push((doc.request, doc.index, outcome));
+        }
+    };
+    match judge_together(model, &prepared, &ready) {
+        Ok(scores) => record(&ready, Ok(scores)),
+        Err(e) if ready.len() == 1 => record(&ready, Err(e.to_string())),
+        Err(e) => {
+            let out_of_memory = e.is_out_of_memory();
+            if out_of_memory {
+                model.release_cached_memory();
+            }
+            for one in ready.chunks(1) {
+                record(
+                    one,
+                    judge_together(model, &prepared, one).map_err(|e| e.to_string()),
+                );
+            }
+            result.out_of_memory = out_of_memory;
+        }
+    }
+    result
+}
+
+/// A document ready for the model: its ids and whether its text was cut.
+type Ready<'a> = (&'a BatchDocument, Vec<u32>, bool);
+
+/// Judges documents (all texts, or all images of one grid) in one batch; with each
+/// judgement, the tokens the model read for the document.
+fn judge_together(
+    model: &Reranker,
+    query: &PreparedQuery,
+    ready: &[Ready<'_>],
+) -> Result<Vec<(Judgement, usize)>, ModelError> {
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
+    let images: Vec<&PhotoInput> = ready
+        .iter()
+        .filter_map(|(doc, _, _)| doc.content.image.as_ref())
+        .collect();
+    let visual = if images.is_empty() {
+        Vec::new()
+    } else {
+        model.encode_photos(&images)?
+    };
+    let mut v = visual.iter();
+    let docs: Vec<DocumentTokens> = ready
+        .iter()
+        .map(|(doc, ids, _)| DocumentTokens {
+            ids,
+            visual: doc.content.image.as_ref().and_then(|_| v.next()),
+        })
+        .collect();
+    let judged = model.judge_documents(query, &docs)?;
+    Ok(judged
+        .into_iter()
+        .zip(&docs)
+        .map(|(j, d)| {
+            let visual = d.visual.map_or(0, |v| v.count().saturating_sub(1));
+            (j, d.ids.len() + visual)
+        })
+        .collect())
 }

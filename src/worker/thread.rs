@@ -18,7 +18,7 @@ use super::devices::run_ranking_on;
 use super::job::{Command, RankHandle, RankJob, RankReply};
 use super::load::load_reranker;
 use super::rank::{RankOutcome, RankRequest, RankSettings};
-use super::score::{BatchLimits, PhotoPreparer, Scheduler, ScoreReply};
+use super::score::{BatchLimits, Dealer, PhotoPreparer, Scheduler, ScoreReply};
 use crate::cache::scores::ScoreCache;
 use crate::hub::ModelSource;
 use crate::model::device::{DevicePreference, GpuChoice};
@@ -108,6 +108,7 @@ impl InferenceThread {
             notify: Arc::clone(&notify),
             model: None,
             copies: Vec::new(),
+            dealer: None,
             model_key: Arc::clone(&model_key),
             cache: None,
             cache_path: cache_path.clone(),
@@ -235,9 +236,11 @@ struct Worker {
     events: Sender<Event>,
     shutdown: Arc<AtomicBool>,
     notify: Arc<dyn Fn() + Send + Sync>,
-    model: Option<Reranker>,
+    model: Option<Arc<Reranker>>,
     /// Copies of `model` on further GPUs; a ranking is dealt over all of them.
-    copies: Vec<Reranker>,
+    copies: Vec<Arc<Reranker>>,
+    /// With copies: the score jobs' batches dealt over all of them (one thread a device).
+    dealer: Option<Dealer>,
     /// What the score cache needs to know of `model`, or of the model being loaded.
     model_key: SharedKey,
     /// The score cache, opened at the first ranking (None when it cannot be used).
@@ -252,8 +255,24 @@ impl Worker {
     fn run(mut self) {
         loop {
             let busy = self.scheduler.as_ref().is_some_and(|s| !s.is_idle());
-            // With score jobs waiting, commands are taken between batches without waiting.
-            let command = if busy {
+            // With score jobs waiting, commands are taken between batches without waiting;
+            // with several devices, batches are dealt and their results taken as they come.
+            let command = if busy && self.dealer.is_some() {
+                let results = self.deal();
+                crossbeam_channel::select! {
+                    recv(self.commands) -> c => match c {
+                        Ok(c) => Some(c),
+                        Err(_) => return,
+                    },
+                    recv(results) -> r => {
+                        if let Ok(r) = r {
+                            self.take_result(r);
+                        }
+                        continue;
+                    }
+                    default(Duration::from_millis(200)) => None,
+                }
+            } else if busy {
                 match self.commands.try_recv() {
                     Ok(c) => Some(c),
                     Err(crossbeam_channel::TryRecvError::Empty) => None,
@@ -279,7 +298,7 @@ impl Worker {
                 None => self.score_step(),
             }));
             if let Err(panic) = result {
-                let reason = panic_message(&panic);
+                let reason = super::panic_message(&panic);
                 // The batch in hand is lost: its requests are told, the others go on.
                 if let Some(s) = self.scheduler.as_mut() {
                     s.fail_all(&format!(
@@ -295,10 +314,47 @@ impl Worker {
         }
     }
 
-    /// One batch of the score jobs under way.
+    /// One batch of the score jobs under way, on the one device (with several, the
+    /// dealer's threads judge them).
     fn score_step(&mut self) {
+        if self.dealer.is_some() {
+            return;
+        }
         if let (Some(scheduler), Some(model)) = (self.scheduler.as_mut(), self.model.as_ref()) {
             scheduler.step(model);
+        }
+    }
+
+    /// Hands batches to the free devices; where their results arrive.
+    fn deal(&mut self) -> super::score::dealer::Results {
+        let (Some(dealer), Some(scheduler)) = (self.dealer.as_mut(), self.scheduler.as_mut())
+        else {
+            return crossbeam_channel::never();
+        };
+        dealer.deal(scheduler);
+        dealer.results()
+    }
+
+    /// A device's results, to the requests (or back in line, when the device failed).
+    fn take_result(&mut self, result: (usize, super::score::BatchResult)) {
+        let (Some(dealer), Some(scheduler)) = (self.dealer.as_mut(), self.scheduler.as_mut())
+        else {
+            return;
+        };
+        if let Some(text) = dealer.take(scheduler, result) {
+            self.emit(Event::Warning { text });
+        }
+    }
+
+    /// Waits for the batches under way on the devices (before a ranking or a new model
+    /// takes them).
+    fn settle_devices(&mut self) {
+        let (Some(dealer), Some(scheduler)) = (self.dealer.as_mut(), self.scheduler.as_mut())
+        else {
+            return;
+        };
+        for text in dealer.wait_all(scheduler) {
+            self.emit(Event::Warning { text });
         }
     }
 
@@ -334,6 +390,8 @@ impl Worker {
         if let Some(s) = self.scheduler.as_mut() {
             s.fail_all("the model is being replaced; send the request again");
         }
+        // The device threads end before the models they hold are freed.
+        self.dealer = None;
         self.scheduler = None;
         self.model = None; // free the old model's memory first
         self.copies.clear();
@@ -410,13 +468,33 @@ impl Worker {
 
     /// `model` (and its `copies` on further GPUs) is ready: the scheduler and the window
     /// are told.
-    fn ready(&mut self, model: Reranker, copies: Vec<Reranker>, info: ModelInfo) {
-        self.scheduler = Some(Scheduler::new(
-            BatchLimits::for_model(&model),
-            Arc::clone(&self.queued),
-        ));
-        self.model = Some(model);
-        self.copies = copies;
+    fn ready(&mut self, model: Reranker, copies: Vec<Reranker>, mut info: ModelInfo) {
+        let models: Vec<Arc<Reranker>> =
+            std::iter::once(model).chain(copies).map(Arc::new).collect();
+        // Every device judges batches within the limits of the one with the least room.
+        let limits = models
+            .iter()
+            .map(|m| BatchLimits::for_model(m))
+            .min_by_key(|l| l.max_images)
+            .expect("at least one model");
+        self.scheduler = Some(Scheduler::new(limits, Arc::clone(&self.queued)));
+        if models.len() > 1 {
+            match Dealer::spawn(&models) {
+                Ok(dealer) => self.dealer = Some(dealer),
+                Err(e) => {
+                    let note = format!(
+                        "documents are judged on one GPU only: its threads could not start ({e})"
+                    );
+                    info.note = Some(match info.note.take() {
+                        Some(n) => format!("{n}; {note}"),
+                        None => note,
+                    });
+                }
+            }
+        }
+        let mut models = models.into_iter();
+        self.model = models.next();
+        self.copies = models.collect();
         self.emit(Event::ModelReady(Box::new(info)));
     }
 
@@ -489,6 +567,7 @@ impl Worker {
     }
 
     fn rank(&mut self, job: RankJob) {
+        self.settle_devices();
         if job.use_cache && self.model.is_some() {
             self.open_cache();
         }
@@ -505,7 +584,9 @@ impl Worker {
             return;
         };
         let start = Instant::now();
-        let models: Vec<&Reranker> = std::iter::once(model).chain(&self.copies).collect();
+        let models: Vec<&Reranker> = std::iter::once(&**model)
+            .chain(self.copies.iter().map(|m| &**m))
+            .collect();
         // Every copy judges batches of the same size (the smallest that fits them all), so
         // that the scores are those of one GPU to the bit.
         let settings = models
@@ -589,14 +670,6 @@ fn send<T>(channel: &Sender<T>, shutdown: &AtomicBool, mut message: T) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown cause".into())
 }
 
 #[cfg(test)]
