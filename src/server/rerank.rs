@@ -120,17 +120,22 @@ async fn serve(state: &Arc<ServerState>, call: Call) -> Result<Response, ApiErro
         ))
     })?;
     let texts: Vec<String> = call.documents.iter().map(|d| d.text.clone()).collect();
-    // Images are decoded on blocking threads, beside the inference thread.
+    // Images are decoded on blocking threads, beside the inference thread, a request's
+    // documents side by side on the compute threads: nothing of a request is judged
+    // before all of its images are ready.
     let (query, documents) = {
         let max_pixels = state.config.max_image_pixels;
         let (query, documents) = (call.query.clone(), call.documents.clone());
         tokio::task::spawn_blocking(move || -> Result<(Content, Vec<Content>), ApiError> {
+            use rayon::prelude::*;
             let query = content(query, "query", &preparer, max_pixels)?;
-            let documents = documents
-                .into_iter()
+            let documents: Vec<Result<Content, ApiError>> = documents
+                .into_par_iter()
                 .enumerate()
                 .map(|(i, d)| content(d, &format!("documents[{i}]"), &preparer, max_pixels))
-                .collect::<Result<_, _>>()?;
+                .collect();
+            // The first document that cannot be used (in the request's order) is named.
+            let documents = documents.into_iter().collect::<Result<_, _>>()?;
             Ok((query, documents))
         })
         .await
