@@ -7,7 +7,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lychee_rerank::library::decode_photo;
 use lychee_rerank::model::{ComputeDevice, DEFAULT_INSTRUCTION, Reranker};
@@ -153,18 +152,8 @@ fn dealt(models: &[Arc<Reranker>], left: Option<usize>) -> (Vec<Answered>, Vec<S
         scheduler.push(job);
     }
     let mut dealer = Dealer::spawn(models).unwrap();
-    let results = dealer.results();
     let mut notices = Vec::new();
-    while !scheduler.is_idle() {
-        dealer.deal(&mut scheduler);
-        if scheduler.is_idle() {
-            break;
-        }
-        let result = results
-            .recv_timeout(Duration::from_secs(120))
-            .expect("a device answers");
-        notices.extend(dealer.take(&mut scheduler, result));
-    }
+    dealer.serve_to_end(&mut scheduler, |text| notices.push(text));
     assert!(!dealer.in_flight());
     let answered = waiting.into_iter().map(|(r, n)| answers(r, n)).collect();
     (answered, notices)

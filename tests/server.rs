@@ -270,7 +270,7 @@ fn the_documents_command_scores_as_the_server_does() {
     std::fs::write(
         &docs,
         format!(
-            "{{\"text\": \"A red umbrella on the beach.\"}}\n{{\"text\": \"雪山下的马\"}}\n{{\"image\": {:?}}}\n{{\"image\": {:?}, \"text\": \"a caption\"}}\n",
+            "{{\"text\": \"A red umbrella on the beach.\"}}\n{{\"text\": \"雪山下的马\"}}\n{{\"image\": {:?}}}\n{{\"image\": {:?}, \"text\": \"a caption\"}}\n{{\"image\": \"missing.png\"}}\n",
             photo, photo
         ),
     )
@@ -291,7 +291,13 @@ fn the_documents_command_scores_as_the_server_does() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
+    // A document whose image cannot be read is named; the others are scored.
+    let missing = lines.iter().find(|l| l["line"] == 5).unwrap();
+    assert!(
+        missing["error"].as_str().unwrap().contains("missing.png") && missing["score"].is_null(),
+        "{missing}"
+    );
     let image = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&photo).unwrap());
     let (status, v) = post(
         &server,

@@ -1,5 +1,6 @@
 //! `lychee-rerank rank --documents FILE`: text, image and image+text documents ranked
-//! from a shell, through the same scheduler as the server.
+//! from a shell, through the same scheduler as the server (and, with several GPUs, the
+//! same dealing of its batches).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::RankArgs;
-use crate::worker::{Content, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
+use crate::model::Reranker;
+use crate::model::device::GpuChoice;
+use crate::worker::{BatchLimits, Content, Dealer, PhotoPreparer, Scheduler, ScoreJob, ScoreReply};
 
 /// One document of the file, as written.
 struct Entry {
@@ -75,8 +78,13 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
     if entries.is_empty() {
         bail!("{} has no documents", file.display());
     }
-    let model = super::load::load_model(&args.model)?;
-    let mut preparer = PhotoPreparer::of(&model);
+    // Every GPU by default, when there are several.
+    let models = match GpuChoice::or_every(args.gpus.clone(), args.model.cpu) {
+        None => vec![super::load::load_model(&args.model)?],
+        Some(choice) => super::load::load_on_gpus(&args.model, &choice)?,
+    };
+    let model = &models[0];
+    let mut preparer = PhotoPreparer::of(model);
     preparer.preprocess = preparer
         .preprocess
         .with_bounds(args.min_pixels, args.max_pixels);
@@ -94,16 +102,22 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
     let mut failed: Vec<(usize, String)> = Vec::new();
     let mut documents = Vec::new();
     let mut kept = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        let image = match &e.image {
-            Some(p) => match load(p) {
-                Ok(input) => Some(input),
-                Err(reason) => {
-                    failed.push((i, format!("{}: {reason}", p.display())));
-                    continue;
-                }
-            },
-            None => None,
+    // The images are read and prepared side by side.
+    let images: Vec<Option<Result<_, String>>> = {
+        use rayon::prelude::*;
+        entries
+            .par_iter()
+            .map(|e| e.image.as_deref().map(load))
+            .collect()
+    };
+    for (i, (e, image)) in entries.iter().zip(images).enumerate() {
+        let image = match (image, &e.image) {
+            (Some(Ok(input)), _) => Some(input),
+            (Some(Err(reason)), Some(p)) => {
+                failed.push((i, format!("{}: {reason}", p.display())));
+                continue;
+            }
+            _ => None,
         };
         documents.push(Content {
             text: e.text.clone(),
@@ -112,10 +126,13 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
         kept.push(i);
     }
     let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
-    let mut scheduler = Scheduler::new(
-        crate::worker::BatchLimits::for_model(&model),
-        Default::default(),
-    );
+    // Every device judges batches within the limits of the one with the least room.
+    let limits = models
+        .iter()
+        .map(BatchLimits::for_model)
+        .min_by_key(|l| l.max_images)
+        .expect("at least one model");
+    let mut scheduler = Scheduler::new(limits, Default::default());
     let query_image_key = query_image
         .as_ref()
         .map(|i| i.pixel_key.iter().map(|b| format!("{b:02x}")).collect());
@@ -130,9 +147,7 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
         max_text_tokens: args.max_text_tokens,
         reply,
     });
-    while !scheduler.is_idle() {
-        scheduler.step(&model);
-    }
+    serve_all(models, &mut scheduler)?;
     let mut scored = Vec::new();
     while let Ok(r) = replies.try_recv() {
         match r {
@@ -197,4 +212,20 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
         bail!("none of the {} documents could be scored", entries.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the scheduler's requests on `models`: in this thread with one, dealt over a
+/// thread per model with several.
+fn serve_all(models: Vec<Reranker>, scheduler: &mut Scheduler) -> anyhow::Result<()> {
+    if models.len() == 1 {
+        while !scheduler.is_idle() {
+            scheduler.step(&models[0]);
+        }
+        return Ok(());
+    }
+    let models: Vec<std::sync::Arc<Reranker>> =
+        models.into_iter().map(std::sync::Arc::new).collect();
+    let mut dealer = Dealer::spawn(&models).context("starting a thread per GPU")?;
+    dealer.serve_to_end(scheduler, |text| eprintln!("note: {text}"));
+    Ok(())
 }

@@ -119,9 +119,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         // Every GPU by default, when there are several.
-        let gpus = args.gpus.clone().or_else(|| {
-            (!args.model.cpu && crate::model::device::gpu_count() > 1).then_some(GpuChoice::All)
-        });
+        let gpus = GpuChoice::or_every(args.gpus.clone(), args.model.cpu);
         let models = match &gpus {
             None => vec![super::load::load_model(&args.model)?],
             Some(choice) => super::load::load_on_gpus(&args.model, choice)?,

@@ -115,9 +115,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| source.display()),
         // Every GPU by default, when there are several.
-        gpus: args.gpus.clone().or_else(|| {
-            (!args.model.cpu && crate::model::device::gpu_count() > 1).then_some(GpuChoice::All)
-        }),
+        gpus: GpuChoice::or_every(args.gpus.clone(), args.model.cpu),
     };
     let source = ModelSource::Folder(crate::hub::resolve_local(&source)?);
     let device = if args.model.cpu {

@@ -319,6 +319,12 @@ impl std::str::FromStr for GpuChoice {
 }
 
 impl GpuChoice {
+    /// `chosen`, or every GPU when there are several and the CPU was not asked for: what
+    /// the commands use by default.
+    pub fn or_every(chosen: Option<GpuChoice>, cpu: bool) -> Option<GpuChoice> {
+        chosen.or_else(|| (!cpu && gpu_count() > 1).then_some(GpuChoice::All))
+    }
+
     /// The GPU numbers chosen, in order; a number given twice is two copies of the model
     /// on that GPU (one with room for both overlaps their work).
     pub fn ordinals(&self) -> Vec<usize> {

@@ -156,6 +156,29 @@ impl Dealer {
         None
     }
 
+    /// Serves every request of `scheduler` to the end (for a command that has nothing
+    /// else to wait on); `notice` gets what [`Dealer::take`] says.
+    pub fn serve_to_end(&mut self, scheduler: &mut Scheduler, mut notice: impl FnMut(String)) {
+        loop {
+            self.deal(scheduler);
+            if scheduler.is_idle() {
+                return;
+            }
+            match self.results.recv() {
+                Ok(r) => {
+                    if let Some(text) = self.take(scheduler, r) {
+                        notice(text);
+                    }
+                }
+                // Every device thread has ended.
+                Err(_) => {
+                    scheduler.fail_all("no device is left to judge the documents");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Waits for every batch under way and hands its results to the scheduler (before the
     /// models are used for something else). Returns the notices.
     pub fn wait_all(&mut self, scheduler: &mut Scheduler) -> Vec<String> {
