@@ -13,12 +13,10 @@ use lychee_rerank::worker::rank::{RankEvent, RankOutcome, RankRequest, RankSetti
 use lychee_rerank::worker::{run_ranking, run_ranking_on};
 
 fn photos() -> Vec<PathBuf> {
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::photo_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut photos: Vec<PathBuf> = common::photos()
+        .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n != "query_example.png"))
         .collect();
-    photos.sort();
     // Twice over, so that each device gets several batches.
     let again = photos.clone();
     photos.extend(again);

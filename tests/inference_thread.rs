@@ -14,11 +14,7 @@ use lychee_rerank::worker::{
 };
 
 fn photos(copies: usize) -> Vec<PathBuf> {
-    let mut one: Vec<PathBuf> = std::fs::read_dir(common::photo_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    one.sort();
+    let one = common::photos();
     one.iter()
         .cycle()
         .take(one.len() * copies)

@@ -25,11 +25,7 @@ fn model() -> Reranker {
 /// texts.
 fn documents(model: &Reranker) -> Vec<Content> {
     let preparer = PhotoPreparer::of(model);
-    let mut paths: Vec<_> = std::fs::read_dir(common::photo_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
+    let paths = common::photos();
     let mut docs: Vec<Content> = paths
         .iter()
         .enumerate()

@@ -11,12 +11,7 @@ use lychee_rerank::model::{ComputeDevice, Reranker};
 use lychee_rerank::worker::rank::{RankEvent, RankRequest, RankSettings, run_ranking};
 
 fn photos() -> Vec<PathBuf> {
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::photo_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    photos.sort();
-    photos
+    common::photos()
 }
 
 fn request(query: &str, max_pixels: Option<usize>) -> RankRequest {

@@ -13,10 +13,10 @@ use super::progress::Progress;
 use super::{EmbedderArgs, IndexArgs, SearchArgs};
 use crate::embed::Embedder;
 use crate::hub::ModelSource;
-use crate::index::{Catalog, Flow, Hit, IndexEvent, IndexStore, IndexSummary, run_indexing};
+use crate::index::{Catalog, Flow, Hit, IndexEvent, IndexStore, IndexSummary, run_indexing_on};
 use crate::library::{ScanResult, scan_paths};
 use crate::model::ComputeDevice;
-use crate::model::device::DevicePreference;
+use crate::model::device::{DevicePreference, GpuChoice};
 use crate::worker::load_embedder;
 
 /// `index`: builds or updates the index; non-zero only when nothing could be indexed.
@@ -81,6 +81,34 @@ pub fn load(args: &EmbedderArgs, cpu: bool) -> anyhow::Result<Embedder> {
     Ok(loaded.embedder)
 }
 
+/// A copy of the embedder named by `args` on each GPU of `choice`, one after another; a
+/// GPU that cannot take it is left out with a note, and only when none can is it an error.
+pub fn load_on_gpus(args: &EmbedderArgs, choice: &GpuChoice) -> anyhow::Result<Vec<Embedder>> {
+    let source = ModelSource::parse(&args.embedder, None)?;
+    let mut embedders = Vec::new();
+    for ordinal in choice.ordinals() {
+        let loaded = ComputeDevice::gpu(ordinal)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|device| load_embedder(&source, device));
+        match loaded {
+            Ok(l) => {
+                eprintln!(
+                    "GPU {ordinal}: the embedder {} ready on {} in {:.1} s",
+                    source.display(),
+                    l.embedder.device.name,
+                    l.load_seconds
+                );
+                embedders.push(l.embedder);
+            }
+            Err(e) => eprintln!("note: GPU {ordinal} is left out: {e:#}"),
+        }
+    }
+    if embedders.is_empty() {
+        bail!("the embedder could not be loaded on any of the GPUs asked for");
+    }
+    Ok(embedders)
+}
+
 /// What indexing a set of photos gives: the catalog, the summary, and the photos that
 /// could not be indexed (by index) with the reason.
 pub type Indexed = (Catalog, IndexSummary, Vec<(usize, String)>);
@@ -88,7 +116,7 @@ pub type Indexed = (Catalog, IndexSummary, Vec<(usize, String)>);
 /// The first stage over `photos`: indexes what is not indexed yet (progress on stderr)
 /// and returns the catalog and what the run did.
 pub fn index_photos(
-    embedder: &Embedder,
+    embedders: &[&Embedder],
     photos: &[PathBuf],
     use_index: bool,
 ) -> anyhow::Result<Indexed> {
@@ -111,8 +139,8 @@ pub fn index_photos(
     let mut catalog = Catalog::default();
     let mut progress = Progress::new(photos.len(), "indexed");
     let mut failed = Vec::new();
-    let summary = run_indexing(
-        embedder,
+    let summary = run_indexing_on(
+        embedders,
         photos,
         store.as_ref(),
         &mut catalog,
@@ -147,8 +175,13 @@ pub fn query_vector(
 
 fn index(args: IndexArgs) -> anyhow::Result<()> {
     let scan = scan(&args.paths)?;
-    let embedder = load(&args.embedder, args.cpu)?;
-    let (_, summary, _) = index_photos(&embedder, &scan.photos, !args.embedder.no_index)?;
+    // Every GPU by default, when there are several.
+    let embedders = match GpuChoice::or_every(args.gpus.clone(), args.cpu) {
+        None => vec![load(&args.embedder, args.cpu)?],
+        Some(choice) => load_on_gpus(&args.embedder, &choice)?,
+    };
+    let embedders: Vec<&Embedder> = embedders.iter().collect();
+    let (_, summary, _) = index_photos(&embedders, &scan.photos, !args.embedder.no_index)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -169,7 +202,7 @@ fn search(args: SearchArgs) -> anyhow::Result<()> {
     }
     let scan = scan(&args.paths)?;
     let embedder = load(&args.embedder, args.cpu)?;
-    let (catalog, _, failed) = index_photos(&embedder, &scan.photos, !args.embedder.no_index)?;
+    let (catalog, _, failed) = index_photos(&[&embedder], &scan.photos, !args.embedder.no_index)?;
     let query = query_vector(
         &embedder,
         args.query.as_deref(),

@@ -111,6 +111,10 @@ pub struct IndexArgs {
     /// Print one JSON summary at the end instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// GPUs to embed on, each with its own copy of the embedder, batches dealt to whichever
+    /// is free: all, or numbers such as 0,1 (default: all, when there are several).
+    #[arg(long, value_name = "LIST", conflicts_with = "cpu")]
+    pub gpus: Option<crate::model::device::GpuChoice>,
     /// Photos and folders (folders are walked recursively).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

@@ -60,7 +60,7 @@ fn rank(args: RankArgs) -> anyhow::Result<ExitCode> {
         Some(k) => {
             let embedder = super::index::load(&args.embedder, args.model.cpu)?;
             let (catalog, _, failed) =
-                super::index::index_photos(&embedder, &scan.photos, !args.embedder.no_index)?;
+                super::index::index_photos(&[&embedder], &scan.photos, !args.embedder.no_index)?;
             let query = super::index::query_vector(
                 &embedder,
                 Some(&query_text),

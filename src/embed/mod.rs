@@ -60,6 +60,8 @@ pub struct Embedder {
     /// exp(logit_scale) and logit_bias: the model's logit is `cos * scale + bias`.
     pub logit_scale: f32,
     pub logit_bias: f32,
+    /// Images embedded so far (for the tests and the dealing over several devices).
+    images_embedded: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -133,6 +135,7 @@ impl Embedder {
             vision,
             logit_scale,
             logit_bias,
+            images_embedded: Default::default(),
         })
     }
 
@@ -168,6 +171,7 @@ impl Embedder {
             vision,
             logit_scale: 10.0,
             logit_bias: -10.0,
+            images_embedded: Default::default(),
         })
     }
 
@@ -239,9 +243,18 @@ impl Embedder {
 
     /// L2-normalized embeddings of prepared photos, one row each, in f32 on the host.
     pub fn embed_images(&self, images: &[&PreparedImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        rows(&l2_normalize(
+        let vectors = rows(&l2_normalize(
             &self.image_features(images)?.to_dtype(DType::F32)?,
-        )?)
+        )?)?;
+        self.images_embedded
+            .fetch_add(images.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(vectors)
+    }
+
+    /// Images this embedder has embedded.
+    pub fn images_embedded(&self) -> u64 {
+        self.images_embedded
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The model's logit for a cosine similarity.

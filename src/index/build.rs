@@ -3,7 +3,9 @@
 //! yet under this embedder, decoding and resizing on CPU threads ahead of the embedder,
 //! embedding in batches, and storing each batch in one transaction. Photos already
 //! indexed (also when moved or renamed) cost a hash lookup; a bad photo costs only itself,
-//! with the same one-line reason as in a ranking.
+//! with the same one-line reason as in a ranking. With several embedders (copies on several
+//! GPUs, `index --gpus`), each batch goes to whichever is free, on a thread of its own
+//! ("embed-N"); the vectors are stored and reported on the caller's thread as before.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -93,8 +95,30 @@ pub fn run_indexing(
     photos: &[PathBuf],
     store: Option<&Mutex<IndexStore>>,
     catalog: &mut Catalog,
+    on: impl FnMut(&Catalog, IndexEvent) -> Flow,
+) -> Result<IndexSummary, IndexError> {
+    run_indexing_on(&[embedder], photos, store, catalog, on)
+}
+
+/// A batch's photos decoded and prepared for the embedder: (index, content hash, image).
+type Decoded = Vec<(usize, String, PreparedImage)>;
+/// What an embedder made of them: (index, content hash, vector or why not).
+type Embedded = Vec<(usize, String, Result<Vec<f32>, String>)>;
+
+/// [`run_indexing`] over every embedder of `embedders` (copies of one embedder on several
+/// devices); a stopped run still keeps the vectors of the batches under way.
+pub fn run_indexing_on(
+    embedders: &[&Embedder],
+    photos: &[PathBuf],
+    store: Option<&Mutex<IndexStore>>,
+    catalog: &mut Catalog,
     mut on: impl FnMut(&Catalog, IndexEvent) -> Flow,
 ) -> Result<IndexSummary, IndexError> {
+    let Some(&embedder) = embedders.first() else {
+        return Err(IndexError::Threads(std::io::Error::other(
+            "no embedder to index with",
+        )));
+    };
     let start = Instant::now();
     let identity = embedder.identity.clone();
     *catalog = Catalog::new(photos.to_vec(), identity.clone(), embedder.dim());
@@ -141,80 +165,156 @@ pub fn run_indexing(
         complete: true,
     };
     let mut told_store = false;
-    let work = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
-        while let Some(items) = next_batch(rx, batch) {
-            let mut decoded = Vec::new();
-            for (index, item) in items {
-                match item {
-                    Prepared::Known(vector) => {
-                        catalog.set(index, &vector);
-                        summary.reused += 1;
-                        on(
-                            catalog,
-                            IndexEvent::Indexed {
-                                index,
-                                reused: true,
-                            },
-                        );
+    // The vectors of a batch into the catalog and the store, each photo reported.
+    let mut record = |catalog: &mut Catalog,
+                      summary: &mut IndexSummary,
+                      on: &mut dyn FnMut(&Catalog, IndexEvent) -> Flow,
+                      embedded: Embedded| {
+        let mut stored = Vec::new();
+        for (index, hash, result) in embedded {
+            match result {
+                Ok(vector) => {
+                    catalog.set_f32(index, &vector);
+                    summary.indexed += 1;
+                    if !hash.is_empty() {
+                        stored.push((hash, vector));
                     }
-                    Prepared::Failed(reason) => {
-                        summary.failed += 1;
-                        on(catalog, IndexEvent::Failed { index, reason });
-                    }
-                    Prepared::Decoded(hash, image) => decoded.push((index, hash, image)),
+                    on(
+                        catalog,
+                        IndexEvent::Indexed {
+                            index,
+                            reused: false,
+                        },
+                    );
                 }
-            }
-            let mut stored = Vec::new();
-            for (index, hash, result) in embed_batch(embedder, &decoded) {
-                match result {
-                    Ok(vector) => {
-                        catalog.set_f32(index, &vector);
-                        summary.indexed += 1;
-                        if !hash.is_empty() {
-                            stored.push((hash, vector));
-                        }
-                        on(
-                            catalog,
-                            IndexEvent::Indexed {
-                                index,
-                                reused: false,
-                            },
-                        );
-                    }
-                    Err(reason) => {
-                        summary.failed += 1;
-                        on(catalog, IndexEvent::Failed { index, reason });
-                    }
+                Err(reason) => {
+                    summary.failed += 1;
+                    on(catalog, IndexEvent::Failed { index, reason });
                 }
-            }
-            if let Some(s) = store
-                && !stored.is_empty()
-                && store_ok.load(std::sync::atomic::Ordering::Relaxed)
-            {
-                let result = s
-                    .lock()
-                    .map_err(|_| "the index is unusable after a fault".to_owned())
-                    .and_then(|mut s| s.put_all(&identity, &stored).map_err(|e| e.to_string()));
-                if let Err(e) = result {
-                    store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
-                    if !told_store {
-                        told_store = true;
-                        on(
-                            catalog,
-                            IndexEvent::Notice {
-                                text: format!(
-                                    "The index could not be saved ({e}); this session's photos are still searched, and will be indexed again next time. Free some disk space."
-                                ),
-                            },
-                        );
-                    }
-                }
-            }
-            if on(catalog, IndexEvent::Batch) == Flow::Stop {
-                summary.complete = false;
-                return;
             }
         }
+        if let Some(s) = store
+            && !stored.is_empty()
+            && store_ok.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let result = s
+                .lock()
+                .map_err(|_| "the index is unusable after a fault".to_owned())
+                .and_then(|mut s| s.put_all(&identity, &stored).map_err(|e| e.to_string()));
+            if let Err(e) = result {
+                store_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                if !told_store {
+                    told_store = true;
+                    on(
+                        catalog,
+                        IndexEvent::Notice {
+                            text: format!(
+                                "The index could not be saved ({e}); this session's photos are still searched, and will be indexed again next time. Free some disk space."
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+    };
+    let work = |rx: &crossbeam_channel::Receiver<(usize, Prepared)>| {
+        std::thread::scope(|s| {
+            // With several embedders, a thread each takes the next batch when it is free;
+            // with one, the batch is embedded here.
+            let (todo, batches) = crossbeam_channel::bounded::<Decoded>(embedders.len());
+            let (done, results) = crossbeam_channel::unbounded::<Embedded>();
+            let mut started = 0;
+            if embedders.len() > 1 {
+                for (d, &e) in embedders.iter().enumerate() {
+                    let (batches, done) = (batches.clone(), done.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("embed-{d}"))
+                        .spawn_scoped(s, move || {
+                            while let Ok(decoded) = batches.recv() {
+                                if done.send(embed_batch(e, &decoded)).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    // An embedder whose thread cannot start is left out; the others
+                    // take its share (with none, the batches are embedded here).
+                    started += usize::from(spawned.is_ok());
+                }
+            }
+            drop((batches, done));
+            let threads = started > 0;
+            let mut in_flight = 0usize;
+            'batches: while let Some(items) = next_batch(rx, batch) {
+                let mut decoded = Vec::new();
+                for (index, item) in items {
+                    match item {
+                        Prepared::Known(vector) => {
+                            catalog.set(index, &vector);
+                            summary.reused += 1;
+                            on(
+                                catalog,
+                                IndexEvent::Indexed {
+                                    index,
+                                    reused: true,
+                                },
+                            );
+                        }
+                        Prepared::Failed(reason) => {
+                            summary.failed += 1;
+                            on(catalog, IndexEvent::Failed { index, reason });
+                        }
+                        Prepared::Decoded(hash, image) => decoded.push((index, hash, image)),
+                    }
+                }
+                if !decoded.is_empty() && !threads {
+                    let embedded = embed_batch(embedder, &decoded);
+                    record(catalog, &mut summary, &mut on, embedded);
+                } else if !decoded.is_empty() {
+                    // Waits for a free embedder, taking in what the busy ones finish.
+                    let mut work = decoded;
+                    loop {
+                        match todo.try_send(work) {
+                            Ok(()) => {
+                                in_flight += 1;
+                                break;
+                            }
+                            Err(crossbeam_channel::TrySendError::Full(w)) => {
+                                work = w;
+                                if let Ok(embedded) = results.recv() {
+                                    in_flight -= 1;
+                                    record(catalog, &mut summary, &mut on, embedded);
+                                }
+                            }
+                            Err(crossbeam_channel::TrySendError::Disconnected(w)) => {
+                                // No embedder thread is left: this one is embedded here.
+                                let embedded = embed_batch(embedder, &w);
+                                record(catalog, &mut summary, &mut on, embedded);
+                                break;
+                            }
+                        }
+                    }
+                }
+                while let Ok(embedded) = results.try_recv() {
+                    in_flight -= 1;
+                    record(catalog, &mut summary, &mut on, embedded);
+                }
+                if on(catalog, IndexEvent::Batch) == Flow::Stop {
+                    summary.complete = false;
+                    break 'batches;
+                }
+            }
+            // The batches under way finish and are kept, also when the run was stopped.
+            drop(todo);
+            while in_flight > 0 {
+                match results.recv() {
+                    Ok(embedded) => {
+                        in_flight -= 1;
+                        record(catalog, &mut summary, &mut on, embedded);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
     };
     run_ahead("photo-index", photos, batch, prepare, work).map_err(IndexError::Threads)?;
     summary.seconds = start.elapsed().as_secs_f64();
@@ -225,10 +325,7 @@ pub fn run_indexing(
 
 /// Embeds a batch; when the batch as a whole fails (out of memory), each photo is tried
 /// alone, so that a failure costs only the photo it concerns.
-fn embed_batch(
-    embedder: &Embedder,
-    decoded: &[(usize, String, PreparedImage)],
-) -> Vec<(usize, String, Result<Vec<f32>, String>)> {
+fn embed_batch(embedder: &Embedder, decoded: &[(usize, String, PreparedImage)]) -> Embedded {
     if decoded.is_empty() {
         return Vec::new();
     }

@@ -7,6 +7,8 @@ pub mod catalog;
 pub mod search;
 pub mod store;
 
-pub use build::{Flow, IndexError, IndexEvent, IndexSummary, batch_size, run_indexing};
+pub use build::{
+    Flow, IndexError, IndexEvent, IndexSummary, batch_size, run_indexing, run_indexing_on,
+};
 pub use catalog::{Catalog, Hit};
 pub use store::IndexStore;

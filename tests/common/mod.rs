@@ -26,6 +26,16 @@ pub fn photo_dir() -> PathBuf {
     fixtures().join("photos")
 }
 
+/// The fixture photos, sorted by name.
+pub fn photos() -> Vec<PathBuf> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(photo_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    photos
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Photo {
     pub file: String,
