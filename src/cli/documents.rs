@@ -126,12 +126,7 @@ pub fn rank_documents(args: &RankArgs, file: &Path) -> anyhow::Result<ExitCode> 
         kept.push(i);
     }
     let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
-    // Every device judges batches within the limits of the one with the least room.
-    let limits = models
-        .iter()
-        .map(BatchLimits::for_model)
-        .min_by_key(|l| l.max_images)
-        .expect("at least one model");
+    let limits = BatchLimits::for_models(&models);
     let mut scheduler = Scheduler::new(limits, Default::default());
     let query_image_key = query_image
         .as_ref()

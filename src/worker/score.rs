@@ -114,6 +114,16 @@ pub struct BatchLimits {
 }
 
 impl BatchLimits {
+    /// For copies of one model on several devices: within the limits of the one with the
+    /// least room, so that every device judges the same batches.
+    pub fn for_models<'a>(models: impl IntoIterator<Item = &'a Reranker>) -> Self {
+        models
+            .into_iter()
+            .map(Self::for_model)
+            .min_by_key(|l| l.max_images)
+            .expect("at least one model")
+    }
+
     /// For `model`'s device: images as a ranking batches photos (what the free memory
     /// holds); texts up to 64 at a time on a GPU, 16 on the CPU.
     pub fn for_model(model: &Reranker) -> Self {
@@ -190,17 +200,16 @@ impl ScoreBatch {
 
     /// The batch judged by no one: every document fails with `reason`.
     pub fn failed(self, reason: &str) -> BatchResult {
-        BatchResult {
-            documents: self
-                .documents
-                .iter()
-                .map(|d| (d.request, d.index, Err(reason.to_owned())))
-                .collect(),
-            key: self.key,
-            prefix_tokens: 0,
-            query_failed: None,
-            out_of_memory: false,
-        }
+        let ids = self.ids();
+        BatchResult::all_failed(self.key, ids, reason)
+    }
+
+    /// (request, document index) of each document.
+    fn ids(&self) -> Vec<(u64, usize)> {
+        self.documents
+            .iter()
+            .map(|d| (d.request, d.index))
+            .collect()
     }
 }
 
@@ -222,6 +231,20 @@ pub struct BatchResult {
 }
 
 impl BatchResult {
+    /// Every document of `ids` failed with `reason`.
+    fn all_failed(key: QueryKey, ids: Vec<(u64, usize)>, reason: &str) -> Self {
+        BatchResult {
+            key,
+            documents: ids
+                .into_iter()
+                .map(|(r, i)| (r, i, Err(reason.to_owned())))
+                .collect(),
+            prefix_tokens: 0,
+            query_failed: None,
+            out_of_memory: false,
+        }
+    }
+
     /// Why the device failed the whole batch, when the reason is the device's (an error
     /// from the driver, out of memory that one document at a time does not clear) rather
     /// than the documents'.

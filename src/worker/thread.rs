@@ -471,12 +471,7 @@ impl Worker {
     fn ready(&mut self, model: Reranker, copies: Vec<Reranker>, mut info: ModelInfo) {
         let models: Vec<Arc<Reranker>> =
             std::iter::once(model).chain(copies).map(Arc::new).collect();
-        // Every device judges batches within the limits of the one with the least room.
-        let limits = models
-            .iter()
-            .map(|m| BatchLimits::for_model(m))
-            .min_by_key(|l| l.max_images)
-            .expect("at least one model");
+        let limits = BatchLimits::for_models(models.iter().map(|m| &**m));
         self.scheduler = Some(Scheduler::new(limits, Arc::clone(&self.queued)));
         if models.len() > 1 {
             match Dealer::spawn(&models) {

@@ -48,12 +48,7 @@ impl Dealer {
                 .spawn(move || {
                     let mut prefixes = Prefixes::default();
                     while let Ok(batch) = batches.recv() {
-                        let ids: Vec<(u64, usize)> = batch
-                            .documents
-                            .iter()
-                            .map(|d| (d.request, d.index))
-                            .collect();
-                        let key = batch.key.clone();
+                        let (ids, key) = (batch.ids(), batch.key.clone());
                         let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             judge_batch(&model, &mut prefixes, batch)
                         }));
@@ -63,16 +58,7 @@ impl Dealer {
                                 "an internal error interrupted the scoring ({})",
                                 crate::worker::panic_message(&panic)
                             );
-                            BatchResult {
-                                key,
-                                documents: ids
-                                    .into_iter()
-                                    .map(|(r, i)| (r, i, Err(reason.clone())))
-                                    .collect(),
-                                prefix_tokens: 0,
-                                query_failed: None,
-                                out_of_memory: false,
-                            }
+                            BatchResult::all_failed(key, ids, &reason)
                         });
                         if done.send((d, result)).is_err() {
                             return;
